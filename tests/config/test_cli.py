@@ -1,0 +1,76 @@
+"""``mine-agent validate`` and ``mine-agent config schema`` as a technician runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.commands.config import schema_text
+
+EXAMPLE = Path(__file__).parent.parent.parent / "config" / "examples" / "gateway.toml"
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.toml"
+    path.write_text(EXAMPLE.read_text().replace("# port = 502", "port = 70000"))
+    return path
+
+
+def test_valid_file_prints_ok_with_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file prints 'FILE: ok (N devices, M tags)' and exits 0."""
+    status = main(["validate", str(EXAMPLE)])
+
+    assert (status, capsys.readouterr().out) == (0, f"{EXAMPLE}: ok (1 device, 3 tags)\n")
+
+
+def test_invalid_file_prints_every_problem_and_exits_1(
+    broken: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid file prints one line per problem on stdout and exits 1."""
+    status = main(["validate", str(broken)])
+
+    out = capsys.readouterr().out
+    assert (status, out) == (
+        1,
+        f"{broken}:59: devices.hoist-plc.port: out of range (got 70000; allowed: 1-65535)\n",
+    )
+
+
+def test_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that cannot be read exits 2, and 2 wins over 1 when several files are checked."""
+    status = main(["validate", str(EXAMPLE), str(tmp_path / "absent.toml")])
+
+    assert status == 2
+    assert "absent.toml: cannot read the file" in capsys.readouterr().err
+
+
+def test_quiet_prints_nothing_for_valid_files(broken: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quiet prints only problems: nothing for the valid file, the problem for the broken one."""
+    status = main(["validate", "--quiet", str(EXAMPLE), str(broken)])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert str(EXAMPLE) not in out
+    assert out.count("\n") == 1
+
+
+def test_schema_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """'config schema' prints the JSON Schema to stdout."""
+    status = main(["config", "schema"])
+
+    out = capsys.readouterr().out
+    assert (status, out) == (0, schema_text())
+    assert json.loads(out)["title"] == "mine-agent configuration"
+
+
+def test_schema_is_written_to_output(tmp_path: Path) -> None:
+    """'config schema --output PATH' writes the same text to PATH."""
+    target = tmp_path / "schema.json"
+
+    status = main(["config", "schema", "--output", str(target)])
+
+    assert (status, target.read_text()) == (0, schema_text())
