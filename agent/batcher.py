@@ -1,0 +1,201 @@
+"""Rows in, signed and chained batches out, each committed to the durable buffer before anything sends it.
+
+The batcher is the only writer of the chain: it reads the chain head (last sequence number and batch hash)
+from the buffer once at start, and every batch it makes is appended with ``seq = head + 1`` and
+``prev = hash(head)`` in the buffer's own transaction, so the sequence can neither repeat nor go back, across
+restarts and crashes. If an append fails (disk full, I/O error) the rows stay in memory and are tried again
+on the next flush with the same sequence number; nothing is signed twice under different content because
+the head did not move.
+
+Rows are packed with the per-batch tag dictionary and millisecond offsets from ``t0`` described in
+:mod:`agent.wire`. A batch never holds more than ``max_rows`` rows; a flush with more rows makes several.
+
+Batches evicted from the buffer by its cap come back from ``pending_drops()`` and are declared in a signed
+``gap`` batch appended in the same transaction that clears them, so the receiver can tell declared loss
+from missing data. Declarations are made at most every ``declare_interval_s`` (and on the final flush):
+while the buffer sits at its cap every append evicts something, and declaring on every flush would fill
+the buffer with gap batches. Between declarations the buffer merges contiguous drops into one record.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GAP_COLUMNS", "Batcher", "BatcherStats"]
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent import wire
+from agent.clock import Clock, SystemClock
+from agent.errors import BufferError
+from agent.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
+from agent.signing import BatchSigner
+
+if TYPE_CHECKING:
+    from buffer import AsyncDiskQueue
+
+log = structlog.get_logger(__name__)
+
+GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]
+_COLUMNS = {"win": WIN_COLUMNS, "raw": RAW_COLUMNS, "alarm": ALARM_COLUMNS}
+_MAX_PENDING_ROWS = 2_000_000  # rows kept in memory while the buffer refuses appends (~200 MB worst case)
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    batches: int = 0
+    rows: int = 0
+    bytes: int = 0
+    gap_batches: int = 0
+    append_failures: int = 0
+    rows_dropped_unbuffered: int = 0  # rows discarded because the buffer refused appends for too long
+
+
+class Batcher:
+    def __init__(
+        self,
+        gateway_id: str,
+        signer: BatchSigner,
+        queue: AsyncDiskQueue,
+        *,
+        compression: str = "zstd",
+        max_rows: int = 20000,
+        declare_interval_s: float = 60.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.signer = signer
+        self.queue = queue
+        self.compression = compression
+        self.max_rows = max_rows
+        self.clock = clock or SystemClock()
+        self.stats = BatcherStats()
+        self.declare_interval_s = declare_interval_s
+        self._next_declare = 0.0  # monotonic time of the next check for drops to declare
+        self._seq = 0
+        self._prev = wire.GENESIS_HASH
+        self._pending: list[tuple[str, str, list[Any]]] = []  # (kind, table, rows) not yet stored
+
+    async def open(self) -> None:
+        self._seq, self._prev = await self.queue.chain_head()
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        return self._seq, self._prev
+
+    async def submit(self, output: PipelineOutput, *, kind: str = "data", final: bool = False) -> None:
+        """Queue the pipeline's rows and try to store them now. Alarm rows always become batches of kind
+        "alarm", queued ahead of any other rows still pending (so a buffer hiccup cannot hold them behind
+        data)."""
+        if output.alarm:
+            first_other = next((i for i, (k, _, _) in enumerate(self._pending) if k != "alarm"), len(self._pending))
+            self._pending.insert(first_other, ("alarm", "alarm", output.alarm))
+        if output.win:
+            self._pending.append((kind, "win", output.win))
+        if output.raw:
+            self._pending.append((kind, "raw", output.raw))
+        await self.flush(final=final)
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Store everything pending, as few batches as ``max_rows`` allows; declare buffer drops first
+        (when ``declare_interval_s`` has passed since the last check, or on the ``final`` flush).
+
+        On a buffer failure the rows stay pending (bounded; the excess is counted and logged) and the next
+        call tries again.
+        """
+        try:
+            now = self.clock.monotonic()
+            if final or now >= self._next_declare:
+                self._next_declare = now + self.declare_interval_s
+                await self._declare_drops()
+            while self._pending:
+                kind = self._pending[0][0]
+                tables: dict[str, list[Any]] = {}
+                taken = 0
+                while self._pending and self._pending[0][0] == kind and taken < self.max_rows:
+                    _, name, rows = self._pending[0]
+                    room = self.max_rows - taken
+                    chunk, rest = rows[:room], rows[room:]
+                    tables.setdefault(name, []).extend(chunk)
+                    taken += len(chunk)
+                    if rest:
+                        self._pending[0] = (kind, name, rest)
+                    else:
+                        self._pending.pop(0)
+                try:
+                    await self._append(kind, tables)
+                except BufferError:
+                    # Put the rows back in front, in order, for the next attempt.
+                    self._pending[:0] = [(kind, name, rows) for name, rows in tables.items()]
+                    raise
+        except BufferError as exc:
+            self.stats.append_failures += 1
+            self._bound_pending()
+            log.warning("buffer_append_failed", error=str(exc), seq=self._seq + 1,
+                        pending_rows=sum(len(r) for _, _, r in self._pending))
+
+    def _bound_pending(self) -> None:
+        total = sum(len(r) for _, _, r in self._pending)
+        while total > _MAX_PENDING_ROWS and self._pending:
+            _, _, rows = self._pending.pop(0)
+            total -= len(rows)
+            self.stats.rows_dropped_unbuffered += len(rows)
+            log.error("rows_dropped_unbuffered", rows=len(rows),
+                      error="the buffer refused appends for too long; oldest unbuffered rows discarded")
+
+    async def _declare_drops(self) -> None:
+        drops = await self.queue.pending_drops()
+        if not drops:
+            return
+        rows = [[d.first_seq, d.last_seq, d.batches, d.records, d.from_ms, d.to_ms, d.reason, list(d.tags)]
+                for d in drops]
+        # A drop whose content is unknown (batches lost to a crash or a quarantined file) has times 0.
+        known = [d for d in drops if d.from_ms > 0] or drops
+        t0 = min(d.from_ms for d in known)
+        t1 = max(t0, *(d.to_ms for d in drops))
+        body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, rows)}, t0, self.compression)
+        await self._store("gap", body, t0, t1, len(rows), declares=[d.id for d in drops])
+        self.stats.gap_batches += 1
+        log.warning("gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
+                    records=sum(d.records for d in drops), reasons=sorted({d.reason for d in drops}))
+
+    async def _append(self, kind: str, tables: dict[str, list[Any]]) -> None:
+        # Columns of every table start with (tag, time); windows also carry their length third.
+        t0 = min(min(row[1] for row in rows) for rows in tables.values())
+        t1 = max(max((row[1] + row[2]) if name == "win" else row[1] for row in rows)
+                 for name, rows in tables.items())
+        # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
+        tags = list(dict.fromkeys(row[0] for rows in tables.values() for row in rows))
+        index = {tag: i for i, tag in enumerate(tags)}
+        packed: dict[str, wire.Table] = {}
+        n = 0
+        for name, rows in tables.items():
+            cols = _COLUMNS.get(name)
+            if cols is None:
+                raise ValueError(f"unknown table {name!r}")
+            # Every table starts with (tag, time): the tag becomes its dictionary index, the time an offset.
+            out = [[index[r[0]], r[1] - t0, *r[2:]] for r in rows]
+            packed[name] = wire.Table(cols, out)
+            n += len(out)
+        body = wire.encode_body(tags, packed, t0, self.compression)
+        await self._store(kind, body, t0, t1, n)
+
+    async def _store(self, kind: str, body: bytes, t0: int, t1: int, records: int,
+                     *, declares: Sequence[int] = ()) -> None:
+        from buffer import QueuedBatch  # the buffer package imports nothing of ours but wire
+
+        seq = self._seq + 1
+        created = int(self.clock.time() * 1000)
+        batch = wire.encode_frame(self.signer, gw=self.gateway_id, seq=seq, prev=self._prev, created=created,
+                                  t0=t0, t1=t1, kind=kind, enc=self.compression, body=body)
+        await self.queue.append(
+            QueuedBatch(seq=seq, kind=kind, created_ms=created, t0_ms=t0, t1_ms=t1, records=records,
+                        hash=batch.hash, frame=batch.frame),
+            declares=declares,
+        )
+        self._seq, self._prev = seq, batch.hash
+        self.stats.batches += 1
+        self.stats.rows += records
+        self.stats.bytes += len(batch.frame)

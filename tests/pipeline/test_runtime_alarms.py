@@ -1,0 +1,113 @@
+"""The runtime stores an alarm batch the moment the pipeline raises it, not at the next flush tick.
+
+The agent runs in-process on a FakeClock that the test never advances: the flush timer therefore never
+fires, and an alarm batch can only reach the buffer through the alarm wake-up path. The buffer is the real
+SQLite one; the broker address has nothing listening (the uplink just retries), since only the buffer is
+looked at here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from agent import wire
+from agent.clock import FakeClock
+from agent.localbroker import free_port
+from agent.runtime import Agent
+from agent.sample import Quality, Sample
+from agent.signing import TrustStore, generate_key
+from config.loader import parse_config
+
+
+def _config(tmp_path: Path, alarm: str) -> str:
+    return f"""
+[gateway]
+id = "gw-alarm"
+key_file = "{tmp_path / 'keys' / 'gateway.key'}"
+state_dir = "{tmp_path / 'state'}"
+[mqtt]
+host = "127.0.0.1"
+port = {free_port()}
+[buffer]
+max_bytes = "16 MiB"
+[pipeline]
+window_s = 10
+batch_interval_s = 1.0
+[devices.gas1]
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = {free_port()}
+unit = 1
+poll_interval_s = 1.0
+[[devices.gas1.tags]]
+name = "ch4"
+address = 0
+type = "float32"
+[[alarms]]
+tag = "gas1.ch4"
+{alarm}
+"""
+
+
+async def _alarm_batches(agent: Agent, within_s: float) -> list[bytes]:
+    async with asyncio.timeout(within_s):
+        while True:
+            batches = await agent.queue.peek(10, kinds=["alarm"])
+            if batches:
+                return [b.frame for b in batches]
+            await asyncio.sleep(0.02)
+
+
+async def _running(tmp_path: Path, alarm: str, clock: FakeClock) -> tuple[Agent, asyncio.Task[None], TrustStore]:
+    signer = generate_key(tmp_path / "keys")
+    trust = TrustStore()
+    trust.add(signer.public_raw)
+    agent = Agent(parse_config(_config(tmp_path, alarm)), clock=clock, signer=signer)
+    task = asyncio.create_task(agent.run(), name="test.agent")
+    async with asyncio.timeout(30):
+        await agent.ready.wait()
+    return agent, task, trust
+
+
+async def _stop(agent: Agent, task: asyncio.Task[None]) -> None:
+    agent.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_alarm_is_stored_without_waiting_for_the_flush_tick(tmp_path: Path) -> None:
+    """A sample over the limit puts a signed alarm batch in the buffer while the clock stands still."""
+    clock = FakeClock()
+    agent, task, trust = await _running(tmp_path, "high = 1.0", clock)
+    try:
+        now = int(clock.time() * 1000)
+        agent._sink([Sample("gas1.ch4", now, 1.3, Quality.GOOD)])
+
+        frames = await _alarm_batches(agent, within_s=30)
+    finally:
+        await _stop(agent, task)
+
+    batch = wire.verify_frame(frames[0], trust)
+    rows = wire.decode_body(batch).tables["alarm"].rows
+    assert (batch.kind, [r[:4] for r in rows]) == ("alarm", [["gas1.ch4", now, "high", "raised"]])
+
+
+async def test_timer_path_raises_when_the_device_is_silent(tmp_path: Path) -> None:
+    """With no sample at all, the bad-quality alarm is stored when its deadline passes on the clock."""
+    clock = FakeClock()
+    agent, task, trust = await _running(tmp_path, "bad_quality_s = 5", clock)
+    try:
+        start = int(clock.time() * 1000)
+        await clock.advance(4.0)
+        assert await agent.queue.peek(10, kinds=["alarm"]) == []
+        await clock.advance(1.5)
+
+        frames = await _alarm_batches(agent, within_s=30)
+    finally:
+        await _stop(agent, task)
+
+    rows = wire.decode_body(wire.verify_frame(frames[0], trust)).tables["alarm"].rows
+    assert [r[:4] for r in rows] == [["gas1.ch4", start + 5_000, "bad_quality", "raised"]]
