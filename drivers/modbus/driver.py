@@ -1,0 +1,267 @@
+"""The Modbus driver: polls one unit on a schedule and hands each poll's samples to the sink.
+
+Scheduling: tags are grouped by poll interval (the device's ``poll_interval_s`` or a tag's own). Each group
+has a fixed monotonic schedule ``t0 + k * interval``. One task polls every group that is due, one request at
+a time; a poll therefore never starts while the previous one is running. If a poll overruns (a slow device,
+a timeout), the ticks that passed meanwhile are skipped and counted in ``stats.skipped_polls`` instead of
+being run late in a burst: tasks never pile up (compare home-assistant/core#127275).
+
+Failures become samples: every tag of every due group gets a sample on every tick, good or bad with a
+reason, so the pipeline sees an outage as it happens. One warning is logged when the device starts failing
+and one info when it recovers, never one per poll.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ModbusDriver"]
+
+import math
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent.clock import Clock
+from agent.errors import DriverError
+from agent.sample import Sample, SampleSink
+from drivers import Driver
+from drivers.modbus.config import ModbusDevice, ModbusTag
+from drivers.modbus.decode import BitBlockDecoder, DecodedTag, RegisterBlockDecoder, bad_samples, compile_tag
+from drivers.modbus.health import UnitBackoff
+from drivers.modbus.link import (
+    ExceptionResponseError,
+    ModbusLink,
+    NoResponseError,
+    NotConnectedError,
+    ReadError,
+    acquire_link,
+    release_link,
+)
+from drivers.modbus.planner import BIT_TABLES, ReadRequest, RegisterPlanner, TagSpan
+
+log = structlog.get_logger(__name__)
+
+ILLEGAL_DATA_ADDRESS = 2
+
+
+@dataclass(slots=True)
+class _PlannedRead:
+    request: ReadRequest
+    decoder: RegisterBlockDecoder | BitBlockDecoder
+
+
+@dataclass(slots=True)
+class _PollGroup:
+    interval_s: float
+    reads: list[_PlannedRead]
+    names: tuple[str, ...]
+    next_due: float = 0.0
+    polls: int = field(default=0)
+
+
+def _planned(request: ReadRequest) -> _PlannedRead:
+    tags = [span.key for span in request.tags]
+    decoder: RegisterBlockDecoder | BitBlockDecoder
+    if request.table in BIT_TABLES:
+        decoder = BitBlockDecoder(request.address, request.count, tags)  # type: ignore[arg-type]
+    else:
+        decoder = RegisterBlockDecoder(request.address, request.count, tags)  # type: ignore[arg-type]
+    return _PlannedRead(request, decoder)
+
+
+class ModbusDriver(Driver):
+    """One Modbus unit over TCP, RTU or RTU-over-TCP (``config`` is a :data:`ModbusDevice`)."""
+
+    config: ModbusDevice
+
+    def __init__(
+        self, name: str, config: ModbusDevice, sink: SampleSink, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(name, config, sink, clock=clock)
+        self.planner = RegisterPlanner(
+            max_registers=config.max_registers_per_request,
+            max_bits=config.max_bits_per_request,
+            max_gap_registers=config.max_gap_registers,
+            max_gap_bits=config.max_gap_bits,
+        )
+        self.groups = self._plan_groups(config.tags)
+        self.unit_backoff = UnitBackoff(
+            failures_before_backoff=config.failures_before_backoff,
+            initial_s=min(config.poll_interval_s * 2, config.backoff_max_s),
+            maximum_s=config.backoff_max_s,
+        )
+        self._failing: str | None = None
+        self._last_no_response: str = "no response"
+        self._failing_since: float = 0.0
+        self._log = log.bind(device=name)
+
+    @property
+    def requests_per_cycle(self) -> int:
+        """How many read requests one poll of every group takes (for health output and benchmarks)."""
+        return sum(len(g.reads) for g in self.groups)
+
+    def _plan_groups(self, tags: list[ModbusTag]) -> list[_PollGroup]:
+        by_interval: dict[float, list[TagSpan]] = {}
+        for tag in tags:
+            decoded: DecodedTag = compile_tag(self.name, tag, self.config.order)
+            span = TagSpan(key=decoded, table=tag.table, address=tag.address, count=tag.registers)
+            by_interval.setdefault(tag.poll_interval_s or self.config.poll_interval_s, []).append(span)
+        groups = []
+        for interval, spans in sorted(by_interval.items()):
+            reads = [_planned(r) for r in self.planner.plan(spans)]
+            names = tuple(name for read in reads for name in read.decoder.names)
+            groups.append(_PollGroup(interval_s=interval, reads=reads, names=names))
+        return groups
+
+    async def run(self) -> None:
+        try:
+            link = acquire_link(self.config, self.clock)
+        except DriverError as exc:
+            await self._report_forever(str(exc))
+            return
+        try:
+            await self._poll_forever(link)
+        finally:
+            self.stats.connected = False
+            release_link(link)
+
+    async def _report_forever(self, reason: str) -> None:
+        """A device that cannot be polled at all (conflicting settings) still reports, as bad samples."""
+        self._log.error("modbus device cannot be polled", error=reason)
+        self.stats.last_error = reason
+        interval = min(g.interval_s for g in self.groups)
+        while True:
+            out: list[Sample] = []
+            ts_ms = int(self.clock.time() * 1000)
+            for group in self.groups:
+                bad_samples(out, group.names, ts_ms, reason)
+            self._count(out, failed=True, reason=reason)
+            self.sink(out)
+            await self.clock.sleep(interval)
+
+    async def _poll_forever(self, link: ModbusLink) -> None:
+        clock = self.clock
+        start = clock.monotonic()
+        for group in self.groups:
+            group.next_due = start
+        while True:
+            now = clock.monotonic()
+            due = [g for g in self.groups if g.next_due <= now]
+            for group in due:
+                await self.poll_group(link, group)
+            after = clock.monotonic()
+            for group in due:
+                group.next_due += group.interval_s
+                if group.next_due <= after:
+                    missed = math.floor((after - group.next_due) / group.interval_s) + 1
+                    self.stats.skipped_polls += missed
+                    group.next_due += missed * group.interval_s
+            wait = min(g.next_due for g in self.groups) - clock.monotonic()
+            if wait > 0:
+                await clock.sleep(wait)
+
+    async def poll_group(self, link: ModbusLink, group: _PollGroup) -> list[Sample]:
+        """Poll every request of one group once, hand the samples to the sink, and return them."""
+        clock = self.clock
+        began = clock.monotonic()
+        out: list[Sample] = []
+        failure: str | None = None
+        if not await link.ensure_connected():
+            failure = link.not_connected_reason()
+            bad_samples(out, group.names, int(clock.time() * 1000), failure)
+        elif not self.unit_backoff.may_poll(began):
+            failure = (
+                f"unit {self.config.unit} not answering, retried every {self.unit_backoff.delay_s:g} s "
+                f"({self._last_no_response})"
+            )
+            bad_samples(out, group.names, int(clock.time() * 1000), failure)
+        else:
+            failure = await self._read_group(link, group, out)
+        self.stats.last_poll_duration_s = clock.monotonic() - began
+        self.stats.polls += 1
+        self.stats.connected = link.connected
+        self._count(out, failed=failure is not None, reason=failure)
+        self.sink(out)
+        return out
+
+    async def _read_group(self, link: ModbusLink, group: _PollGroup, out: list[Sample]) -> str | None:
+        """Read each request; returns the first failure reason, or None when every request was answered."""
+        config = self.config
+        failure: str | None = None
+        answered = False
+        reads = group.reads
+        i = 0
+        while i < len(reads):
+            read = reads[i]
+            request = read.request
+            try:
+                data = await link.read(
+                    config.unit,
+                    request.function_code,
+                    request.address,
+                    request.count,
+                    timeout_s=config.timeout_s,
+                    retries=config.retries,
+                )
+            except ExceptionResponseError as exc:
+                answered = True
+                if exc.code == ILLEGAL_DATA_ADDRESS and len(request.tags) > 1:
+                    replacement = [_planned(r) for r in self.planner.split(request)]
+                    if len(replacement) > 1:
+                        self._log.info(
+                            "modbus request split after illegal data address",
+                            table=request.table,
+                            address=request.address,
+                            count=request.count,
+                            requests=len(replacement),
+                        )
+                        reads[i : i + 1] = replacement
+                        continue
+                failure = failure or exc.reason
+                bad_samples(out, read.decoder.names, int(self.clock.time() * 1000), exc.reason)
+            except (NoResponseError, NotConnectedError) as exc:
+                # The unit (or the link) is gone: do not spend another timeout per remaining request.
+                failure = failure or exc.reason
+                ts_ms = int(self.clock.time() * 1000)
+                for rest in reads[i:]:
+                    bad_samples(out, rest.decoder.names, ts_ms, exc.reason)
+                if isinstance(exc, NoResponseError) and not answered:
+                    self._last_no_response = exc.reason
+                    self.unit_backoff.record_failure(self.clock.monotonic())
+                break
+            except ReadError as exc:
+                answered = True
+                failure = failure or exc.reason
+                bad_samples(out, read.decoder.names, int(self.clock.time() * 1000), exc.reason)
+            else:
+                answered = True
+                read.decoder.decode(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
+            i += 1
+        if answered:
+            self.unit_backoff.record_success()
+        return failure
+
+    def _count(self, out: list[Sample], *, failed: bool, reason: str | None) -> None:
+        stats = self.stats
+        n = len(out)
+        bad = n - [s[3] for s in out].count(0)
+        stats.samples += n
+        stats.bad_samples += bad
+        if failed:
+            stats.errors += 1
+            stats.last_error = reason
+            if self._failing is None:
+                self._failing = reason
+                self._failing_since = self.clock.monotonic()
+                self._log.warning("modbus device failing", error=reason, unit=self.config.unit)
+            else:
+                self._failing = reason
+        else:
+            stats.last_ok_ms = int(self.clock.time() * 1000)
+            if self._failing is not None:
+                self._log.info(
+                    "modbus device recovered",
+                    unit=self.config.unit,
+                    outage_s=round(self.clock.monotonic() - self._failing_since, 3),
+                    error=self._failing,
+                )
+                self._failing = None
