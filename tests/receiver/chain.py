@@ -1,0 +1,39 @@
+"""Build real signed, chained frames for receiver tests, the way the gateway's batcher does."""
+
+from __future__ import annotations
+
+from agent import wire
+from agent.signing import BatchSigner
+
+WIN_COLUMNS = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]
+GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]
+T0 = 1_700_000_000_000
+
+
+class Chain:
+    """One gateway's batch sequence: each :meth:`data` / :meth:`gap` call makes the next seq."""
+
+    def __init__(self, signer: BatchSigner, gw: str = "gw-01") -> None:
+        self.signer = signer
+        self.gw = gw
+        self.seq = 0
+        self.prev = wire.GENESIS_HASH
+
+    def _next(self, kind: str, body: bytes, t0: int, t1: int) -> wire.Batch:
+        batch = wire.encode_frame(self.signer, gw=self.gw, seq=self.seq + 1, prev=self.prev, created=t1 + 5,
+                                  t0=t0, t1=t1, kind=kind, enc="zstd", body=body)
+        self.seq, self.prev = batch.seq, batch.hash
+        return batch
+
+    def data(self, rows: int = 2, *, kind: str = "data", value: float = 0.5) -> wire.Batch:
+        """A batch of ``rows`` 10 s windows of tag ``plc1.ch4`` (one window per row)."""
+        t0 = T0 + self.seq * 100_000
+        table = wire.Table(WIN_COLUMNS, [[0, i * 10_000, 10_000, 10, 10, 0, value, value, value, value]
+                                         for i in range(rows)])
+        return self._next(kind, wire.encode_body(["plc1.ch4"], {"win": table}, t0), t0, t0 + rows * 10_000)
+
+    def gap(self, first: int, last: int, *, records: int = 0, reason: str = "buffer_full") -> wire.Batch:
+        """A gap batch declaring seqs ``first..last`` evicted on the gateway."""
+        row = [first, last, last - first + 1, records, T0, T0 + 1000, reason, ["plc1.ch4"]]
+        body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [row])}, T0)
+        return self._next("gap", body, T0, T0 + 1000)

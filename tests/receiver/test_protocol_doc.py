@@ -1,0 +1,74 @@
+"""docs/protocol.md stays true to the code: the worked example and the field and column lists are checked."""
+
+from __future__ import annotations
+
+import importlib
+
+import msgpack
+import pytest
+
+from agent import wire
+from agent.sample import Quality
+from agent.signing import TrustStore, parse_public_key
+from tests.receiver import chain
+from tests.receiver.protocol_example import DOC, documented_block, example_batch, example_signer, render
+
+
+def _table_first_column(marker: str) -> list[str]:
+    """The first column of the markdown table following ``<!-- marker -->``, backticks removed."""
+    lines = DOC.read_text().split(f"<!-- {marker}", 1)[1].splitlines()[1:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        rows.append(line.split("|")[1].strip().strip("`"))
+    return rows[2:]  # header and separator
+
+
+def _code_columns(module: str, name: str, fallback: list[str]) -> list[str]:
+    """Column names from the module that produces them when it is present on this branch."""
+    try:
+        return list(getattr(importlib.import_module(module), name))
+    except ImportError:
+        return fallback
+
+
+def test_worked_example_is_what_the_code_produces() -> None:
+    """The generated example block in the document equals a fresh rendering from the code."""
+    assert documented_block(DOC.read_text()) == render(), "run: python3 -m tests.receiver.protocol_example"
+
+
+def test_worked_example_verifies_with_the_documented_key() -> None:
+    """The example frame verifies against the public key line printed in the document."""
+    trust = TrustStore()
+    trust.add(parse_public_key(example_signer().public_text)[1])
+    batch = wire.verify_frame(example_batch().frame, trust)
+
+    assert example_signer().public_text in DOC.read_text()
+    assert batch.hash.hex() in DOC.read_text()
+
+
+def test_documented_header_fields_are_the_signed_keys() -> None:
+    """The header table lists exactly the keys of the signed map, in the order the gateway writes them."""
+    keys = list(msgpack.unpackb(example_batch().signed, raw=False))
+
+    assert _table_first_column("header-fields") == keys
+
+
+@pytest.mark.parametrize(("marker", "module", "name", "fallback"), [
+    ("win-columns", "agent.pipeline", "WIN_COLUMNS", chain.WIN_COLUMNS),
+    ("raw-columns", "agent.pipeline", "RAW_COLUMNS", ["tag", "ts", "value", "quality", "reason"]),
+    ("gap-columns", "agent.batcher", "GAP_COLUMNS", chain.GAP_COLUMNS),
+])
+def test_documented_columns_are_the_codes(marker: str, module: str, name: str, fallback: list[str]) -> None:
+    """Each documented table lists the columns the gateway code writes, in its order."""
+    assert _table_first_column(marker) == _code_columns(module, name, fallback)
+
+
+def test_documented_quality_codes_match() -> None:
+    """The quality codes in the raw table are the Quality enum's values."""
+    expected = ", ".join(f"`{q.value}` {q.name.lower()}" for q in Quality)
+
+    assert expected in DOC.read_text()

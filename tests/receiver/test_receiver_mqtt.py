@@ -1,0 +1,196 @@
+"""The Receiver against a real Mosquitto: published frames are stored, then acknowledged end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.errors import AgentError
+from agent.receiver import Receiver, ReceiverStore
+from agent.signing import BatchSigner, TrustStore
+from tests.peers.mosquitto import Mosquitto
+from tests.receiver.chain import Chain
+
+DEADLINE = 30.0  # generous: the machine is shared; every wait below ends as soon as its condition holds
+
+
+@pytest.fixture
+def signer() -> BatchSigner:
+    return BatchSigner(Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def trust(signer: BatchSigner) -> TrustStore:
+    t = TrustStore()
+    t.add(signer.public_raw)
+    return t
+
+
+@contextlib.asynccontextmanager
+async def running(receiver: Receiver) -> AsyncIterator[Receiver]:
+    task = asyncio.create_task(receiver.run(), name="test.receiver")
+    try:
+        async with asyncio.timeout(DEADLINE):
+            await receiver.subscribed.wait()
+        yield receiver
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _publish(broker: Mosquitto, frames: list[tuple[str, bytes]], *, client_id: str = "gw-01") -> None:
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, timeout=DEADLINE) as gw:
+        for topic, frame in frames:
+            await gw.publish(topic, frame, qos=1)
+
+
+async def _wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(DEADLINE):
+        while not predicate():  # noqa: ASYNC110 - counters of another task; bounded by DEADLINE
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+def _report(db: Path, gw: str = "gw-01") -> dict:
+    with ReceiverStore(db) as s:
+        return s.report()["gateways"].get(gw, {})
+
+
+async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
+                                                       trust: TrustStore) -> None:
+    """Published frames are stored, and the gateway's ack topic receives ranges covering every seq."""
+    chain = Chain(signer)
+    frames = [chain.data().frame for _ in range(5)]
+    db = tmp_path / "r.sqlite"
+    acked: set[int] = set()
+    with ReceiverStore(db) as store:
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        async with (running(receiver),
+                    aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
+            await watcher.subscribe("mine/gw-01/ack", qos=1)
+            await _publish(broker, [("mine/gw-01/batch/data", f) for f in [*frames, frames[0]]])
+            async with asyncio.timeout(DEADLINE):
+                async for message in watcher.messages:
+                    for first, last in json.loads(message.payload)["acked"]:
+                        acked.update(range(first, last + 1))
+                    if acked >= {1, 2, 3, 4, 5}:
+                        break
+            await _wait_for(lambda: receiver.stats.received == 6, "the duplicate was received")
+
+    assert acked == {1, 2, 3, 4, 5}
+    report = _report(db)
+    assert (report["batches"], report["duplicates"], report["missing"]) == (5, 1, [])
+
+
+async def test_no_acks_are_published_when_disabled(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
+                                                   trust: TrustStore) -> None:
+    """With ack=False (broker-PUBACK mode) frames are stored and nothing is published on the ack topic."""
+    frame = Chain(signer).data().frame
+    seen: list[bytes] = []
+    with ReceiverStore(tmp_path / "r.sqlite") as store:
+        # ack_interval_s=0: were acks on, one would go out right after the commit, ahead of the marker below.
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver", ack=False, ack_interval_s=0)
+        async with (running(receiver),
+                    aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
+            await watcher.subscribe("mine/+/ack", qos=1)
+            collector = asyncio.create_task(_collect(watcher, seen))
+            await _publish(broker, [("mine/gw-01/batch/data", frame)])
+            await _wait_for(lambda: receiver.stats.stored == 1, "the frame was stored")
+            # An ack would follow the commit within ack_interval_s; a marker published after the store
+            # arrives behind it on the same subscription, so seeing the marker proves no ack came first.
+            await watcher.publish("mine/marker/ack", b"marker", qos=1)
+            await _wait_for(lambda: b"marker" in seen, "the marker arrived")
+            collector.cancel()
+
+    assert (seen, receiver.stats.acks_published) == ([b"marker"], 0)
+
+
+async def _collect(client: aiomqtt.Client, into: list[bytes]) -> None:
+    async for message in client.messages:
+        into.append(bytes(message.payload))
+
+
+async def test_frames_sent_while_receiver_is_away_arrive_later(broker: Mosquitto, tmp_path: Path,
+                                                               signer: BatchSigner,
+                                                               trust: TrustStore) -> None:
+    """The persistent session keeps frames published while the receiver is stopped and delivers them after."""
+    chain = Chain(signer)
+    db = tmp_path / "r.sqlite"
+    with ReceiverStore(db) as store:
+        async with running(Receiver(broker.url, trust, store, client_id="test-receiver")):
+            pass  # first connection creates the broker-side session and subscription
+        await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame) for _ in range(3)])
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        async with running(receiver):
+            await _wait_for(lambda: receiver.stats.stored == 3, "the queued frames were stored")
+
+    assert _report(db)["batches"] == 3
+
+
+async def test_receiver_reconnects_after_broker_restart(broker: Mosquitto, tmp_path: Path,
+                                                        signer: BatchSigner, trust: TrustStore) -> None:
+    """After the broker restarts the receiver subscribes again and stores what is published next."""
+    chain = Chain(signer)
+    with ReceiverStore(tmp_path / "r.sqlite") as store:
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        async with running(receiver):
+            await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame)])
+            await _wait_for(lambda: receiver.stats.stored == 1, "the first frame was stored")
+            broker.restart()
+            await _wait_for(lambda: receiver.stats.reconnects >= 1, "the receiver noticed the restart")
+            async with asyncio.timeout(DEADLINE):
+                await receiver.subscribed.wait()
+            await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame)])
+            await _wait_for(lambda: receiver.stats.stored == 2, "the frame after the restart was stored")
+
+    assert receiver.stats.last_error is not None
+
+
+class FailingOnceStore(ReceiverStore):
+    """A store whose first commit fails, as on a full disk: the fault is injected, the rest is real."""
+
+    failures = 0
+
+    def ingest_many(self, frames, trust):  # type: ignore[no-untyped-def]
+        if self.failures == 0:
+            self.failures += 1
+            raise AgentError("disk full", recoverable=True)
+        return super().ingest_many(frames, trust)
+
+
+async def test_frame_not_committed_is_delivered_again(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
+                                                     trust: TrustStore) -> None:
+    """A frame whose commit failed was not PUBACKed, so the broker delivers it again and it is stored."""
+    frame = Chain(signer).data().frame
+    with FailingOnceStore(tmp_path / "r.sqlite") as store:
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        async with running(receiver):
+            await _publish(broker, [("mine/gw-01/batch/data", frame)])
+            await _wait_for(lambda: receiver.stats.stored == 1, "the redelivered frame was stored")
+
+    assert (store.failures, receiver.stats.received, receiver.stats.reconnects) == (1, 2, 1)
+
+
+async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
+        broker: Mosquitto, tmp_path: Path, signer: BatchSigner, trust: TrustStore) -> None:
+    """Seqs decided but not yet acknowledged when the link drops are acknowledged on the next connection."""
+    with ReceiverStore(tmp_path / "r.sqlite") as store:
+        # A long coalescing delay holds the ack back until the broker restart below cuts the connection.
+        receiver = Receiver(broker.url, trust, store, client_id="test-receiver", ack_interval_s=3600)
+        async with running(receiver):
+            await _publish(broker, [("mine/gw-01/batch/data", Chain(signer).data().frame)])
+            await _wait_for(lambda: receiver.stats.stored == 1, "the frame was stored")
+            broker.restart()
+            await _wait_for(lambda: receiver.stats.reconnects >= 1, "the receiver lost the connection")
+            receiver.ack_interval_s = 0.01  # the next connection's ack task starts after the backoff delay
+            await _wait_for(lambda: receiver.stats.acks_published == 1, "the held ack was published")
+
+    assert receiver.stats.acks_published == 1
