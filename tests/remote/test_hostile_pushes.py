@@ -1,0 +1,220 @@
+"""Hostile and broken pushes are refused with the exact status, and change nothing: not the running
+configuration, not its files on disk, not the buffer.
+
+One agent serves the whole table (a refused push leaves no trace that could affect the next row), which
+keeps the table quick; it starts with version 10 applied so that replays have something to replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from agent.errors import ConfigError
+from agent.localbroker import Mosquitto
+from agent.signing import generate_key
+from agent.simulator import SimulatedPlc
+from config.loader import parse_config
+from tests.e2e.harness import LoopThread, wait_until
+from tests.remote.conftest import RemoteGateway
+
+APPLIED_VERSION = 10
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteGateway]:
+    root = tmp_path_factory.mktemp("hostile")
+    broker = Mosquitto(root / "mosquitto")
+    broker.start()
+    peers = LoopThread()
+    plc = SimulatedPlc(port=_free_port(), registers=8)
+    peers.call(plc.start())
+    rg = RemoteGateway(root / "gw", broker, [plc.port, _free_port()])
+    rg.toml()
+    try:
+        rg.start()
+        applied = rg.push(rg.sign(rg.toml(pipeline_extra="batch_max_rows = 5000"), version=APPLIED_VERSION))
+        assert applied["state"] == "applied", applied
+        yield rg
+    finally:
+        rg.stop()
+        peers.call(plc.stop())
+        peers.close()
+        broker.kill()
+
+
+def _free_port() -> int:
+    from agent.localbroker import free_port
+
+    return free_port()
+
+
+def _running(rg: RemoteGateway) -> dict[str, object]:
+    """The state file without the id of the last push seen (which an authentic refused push does update)."""
+    return {k: v for k, v in rg.state().items() if k != "last_seen_push"}
+
+
+def _good_text(rg: RemoteGateway) -> str:
+    return rg.toml(pipeline_extra="batch_max_rows = 4000")
+
+
+def _bad_signature(rg: RemoteGateway) -> bytes:
+    payload = rg.sign(_good_text(rg), version=20)
+    _, signed, sig = msgpack.unpackb(payload)
+    return msgpack.packb([1, signed, bytes([sig[0] ^ 1]) + sig[1:]], use_bin_type=True)
+
+
+def _unknown_key(rg: RemoteGateway) -> bytes:
+    stranger = generate_key(rg.gw.root / "stranger", "stranger")
+    return rg.sign(_good_text(rg), version=21, signer=stranger)
+
+
+def _unsigned(rg: RemoteGateway) -> bytes:
+    payload = rg.sign(_good_text(rg), version=22)
+    _, signed, _ = msgpack.unpackb(payload)
+    return msgpack.packb([1, signed, b""], use_bin_type=True)
+
+
+def _other_gateway(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg), version=23, gateway="gw-other")
+
+
+def _replayed_same_version(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg), version=APPLIED_VERSION)
+
+
+def _older_version(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg), version=3)
+
+
+def _invalid_toml(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg) + '\n[oops\nhost = "x"\n', version=24)
+
+
+def _invalid_config(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg).replace("window_s = 1", "window_s = 7"), version=25)
+
+
+def _restart_needed(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg).replace('max_bytes = "64 MiB"', 'max_bytes = "32 MiB"'), version=26)
+
+
+def _disables_remote(rg: RemoteGateway) -> bytes:
+    return rg.sign(rg.toml(remote=False), version=27)
+
+
+def _moves_trust_file(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg).replace(str(rg.trust_file), "/tmp/elsewhere.pub"), version=28)
+
+
+def _oversized(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg) + "#" * (1 << 20) + "\n", version=29)
+
+
+def _not_msgpack(rg: RemoteGateway) -> bytes:
+    return b"\x93\x01not a push"
+
+
+def _wrong_shape(rg: RemoteGateway) -> bytes:
+    return msgpack.packb({"toml": _good_text(rg), "version": 99})
+
+
+def _bad_trust_list(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg), version=30, trust=["ed25519:AAAA"])
+
+
+# (payload maker, the states reported in order, the reasons: exact text, or a prefix ending in "...")
+CASES: dict[str, tuple[Callable[[RemoteGateway], bytes], list[str], list[str]]] = {
+    "bad signature": (_bad_signature, ["rejected"], ["signature refused: signature does not verify"]),
+    "unknown operator key": (_unknown_key, ["rejected"], ["signature refused: unknown key id ..."]),
+    "unsigned": (_unsigned, ["rejected"], ["signature refused: signature does not verify"]),
+    "other gateway's id": (_other_gateway, ["rejected"], ["addressed to gateway 'gw-other', this is 'gw-test'"]),
+    "replayed version": (_replayed_same_version, ["rejected"], [
+        f"version {APPLIED_VERSION} is not newer than {APPLIED_VERSION}, the highest this gateway has tried "
+        "(a replayed or older push)"]),
+    "older version": (_older_version, ["rejected"], [
+        f"version 3 is not newer than {APPLIED_VERSION}, the highest this gateway has tried "
+        "(a replayed or older push)"]),
+    "invalid TOML": (_invalid_toml, ["received", "rejected"], ["push v24:..."]),
+    "valid TOML, invalid config": (_invalid_config, ["received", "rejected"], [
+        "push v25:..."]),
+    "needs a restart": (_restart_needed, ["received", "rejected"], [
+        "buffer: cannot change while running (restart the service to apply it)"]),
+    "disables remote configuration": (_disables_remote, ["received", "rejected"], [
+        "remote_config: a push may not disable remote configuration (only a technician on site may, by "
+        "editing the local file)"]),
+    "moves the trust file": (_moves_trust_file, ["received", "rejected"], [
+        "remote_config.trust_file: a push may not change which file holds the operator keys (rotate keys "
+        "with a push that carries a trust list)"]),
+    "oversized": (_oversized, ["rejected"], ["push is ..."]),
+    "not msgpack": (_not_msgpack, ["rejected"], ["malformed: not a msgpack push (ExtraData)"]),
+    "wrong shape": (_wrong_shape, ["rejected"], ["malformed: a push is the array [1, document, signature]"]),
+    "bad trust list": (_bad_trust_list, ["rejected"], ["trust[0]: an ed25519 public key has 32 bytes, this one has 3"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_refused_push_reports_why_and_changes_nothing(gateway: RemoteGateway, case: str) -> None:
+    """A hostile or broken push is reported with its exact reasons, and the running configuration, its
+    files and the buffer are untouched (the buffer keeps growing from the same file)."""
+    rg = gateway
+    make, states, reasons = CASES[case]
+    payload = make(rg)
+    rg.toml()  # the technician's file is whatever the maker wrote last; put the original back
+    state, good, inode = _running(rg), rg.good_text(), rg.buffer_inode()
+    applied = len(rg.applied_events())
+    head = rg.buffer_head()
+
+    status = rg.push(payload)
+
+    assert status["_all"] == states
+    assert len(status["reasons"]) == len(reasons), status["reasons"]
+    for got, want in zip(status["reasons"], reasons, strict=True):
+        if want.endswith("..."):
+            assert got.startswith(want[:-3]), got
+        else:
+            assert got == want
+    assert (_running(rg), rg.good_text(), rg.buffer_inode()) == (state, good, inode)
+    assert len(rg.applied_events()) == applied
+    assert rg.history()[-1]["state"] == "rejected"
+    wait_until(lambda: rg.buffer_head() > head, 30, "the agent to keep appending to the same buffer")
+
+
+def test_invalid_config_reports_every_problem_with_its_line(gateway: RemoteGateway) -> None:
+    """A push with several mistakes lists each, located in the pushed text, exactly as the validator does."""
+    rg = gateway
+    text = _good_text(rg).replace("window_s = 1", "window_s = 7").replace("keepalive_s = 5", "keepalive_s = 1")
+    rg.toml()
+    with pytest.raises(ConfigError) as validated:
+        parse_config(text, "push v40")
+
+    status = rg.push(rg.sign(text, version=40))
+
+    assert status["state"] == "rejected"
+    assert len(status["reasons"]) == 2
+    assert status["reasons"] == [str(p) for p in validated.value.problems]
+
+
+def test_repeated_delivery_of_a_push_is_handled_once(gateway: RemoteGateway, tmp_path: Path) -> None:
+    """The same push bytes delivered again (retained copy, QoS 1 redelivery) are ignored, not re-applied
+    or re-reported."""
+    rg = gateway
+    payload = rg.sign(_good_text(rg), version=3)
+    rg.toml()
+    rg.push(payload)
+    entries = len(rg.history())
+
+    import asyncio
+
+    from agent.receiver import BrokerAddress
+    from agent.remote_operator import push_and_wait
+    from agent.remote_push import push_id
+
+    again = asyncio.run(push_and_wait(BrokerAddress("127.0.0.1", rg.broker.port, tls=False), payload,
+                                      prefix="mine", gateway=rg.gw.id, push=push_id(payload), wait_s=3.0))
+
+    assert again is None
+    assert len(rg.history()) == entries
