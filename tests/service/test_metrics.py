@@ -1,0 +1,46 @@
+"""The Prometheus exposition, checked with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.metrics import render_metrics
+
+
+def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    return {f.name: [(s.labels, s.value) for s in f.samples] for f in text_string_to_metric_families(text)}
+
+
+def test_label_values_are_escaped() -> None:
+    """A device error or reason with quotes, backslashes and newlines cannot break the exposition."""
+    doc = {"gateway": 'gw"1', "ready": True, "status": "ok",
+           "buffer": {"batches": 1, "drops_by_reason": {'cap "full"\\\n': 3}}}
+    got = families(render_metrics(doc))
+
+    assert got["mine_agent_buffer_drops_by_reason"] == [({"reason": 'cap "full"\\\n'}, 3.0)]
+    assert got["mine_agent_info"][0][0]["gateway"] == 'gw"1'
+
+
+def test_missing_parts_give_no_samples_rather_than_nan() -> None:
+    """Before the uplink and buffer exist their metrics are absent, not NaN or zero."""
+    got = families(render_metrics({"gateway": "gw", "ready": False, "status": "failing"}))
+
+    assert "mine_agent_uplink_connected" not in got
+    assert "mine_agent_buffer_backlog_batches" not in got
+    assert got["mine_agent_ready"] == [({}, 0.0)]
+    assert {s[0]["status"]: s[1] for s in got["mine_agent_health_status"]} == {
+        "ok": 0.0, "degraded": 0.0, "failing": 1.0}
+
+
+def test_backlog_per_kind_and_age() -> None:
+    """Per-kind backlog counts and bytes, and the oldest batch's age from the snapshot's own time."""
+    doc = {"gateway": "gw", "ts_ms": 100_000, "buffer": {
+        "batches": 3, "bytes": 300, "oldest_created_ms": 40_000,
+        "by_kind": {"data": {"batches": 2, "bytes": 200}, "alarm": {"batches": 1, "bytes": 100}}}}
+    got = families(render_metrics(doc))
+
+    assert got["mine_agent_buffer_oldest_age_seconds"] == [({}, 60.0)]
+    assert sorted((s[0]["kind"], s[1]) for s in got["mine_agent_buffer_backlog_batches_by_kind"]) == [
+        ("alarm", 1.0), ("data", 2.0)]
+    assert sorted((s[0]["kind"], s[1]) for s in got["mine_agent_buffer_backlog_bytes_by_kind"]) == [
+        ("alarm", 100.0), ("data", 200.0)]
