@@ -183,6 +183,9 @@ class ConfigService:
         self._early: list[dict[str, Any]] = [o.to_json(agent.config.gateway.id) for o in pending or []]
         #: set whenever the running configuration changes, so the channel can follow [mqtt]
         self.config_changed = asyncio.Event()
+        #: called whenever the running configuration changes (applied or rolled back), so services beside
+        #: the agent, such as the health endpoint, follow a push as they follow a local reload
+        self.on_change: list[Callable[[], None]] = []
         #: the latest outcomes of this run, newest last (for status displays and tests)
         self.outcomes: deque[Outcome] = deque(maxlen=100)
         # ids of pushes seen in this run (a refused one is not written to disk: forged pushes must not
@@ -331,7 +334,7 @@ class ConfigService:
                 await self._roll_back(old, outcome, [f"apply failed: {exc}"], state, half_applied=new,
                                       bad_local=accepted.local_sha256 if outcome.source == "local" else None)
                 return self._finish(outcome)
-            self.config_changed.set()
+            self._changed()
             outcome.changed = result.summary()
             window = _health_window(new)
             failures = await self._health(result, window)
@@ -366,7 +369,7 @@ class ConfigService:
         except AgentError as exc:
             outcome.reasons.append(f"restoring the previous configuration failed: {exc}")
             log.error("config_rollback_failed", version=outcome.version, error=str(exc))
-        self.config_changed.set()
+        self._changed()
         if outcome.version is not None:
             state.highest_version = max(state.highest_version, outcome.version)
         if bad_local is not None:
@@ -412,6 +415,11 @@ class ConfigService:
         write_atomic(path, text.encode(), 0o644)
         log.info("operator_trust_rotated", keys=len(keys))
         return previous
+
+    def _changed(self) -> None:
+        self.config_changed.set()
+        for listener in self.on_change:
+            listener()
 
     def _finish(self, outcome: Outcome) -> Outcome:
         self.emit(outcome)

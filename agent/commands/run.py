@@ -54,15 +54,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 class _Endpoint:
-    """The health server, restarted when a reload changes ``[health]``."""
+    """The health server, restarted when a reload or a remote push changes ``[health]``."""
 
     def __init__(self, agent: Agent, monitor: HealthMonitor) -> None:
         self.agent = agent
         self.monitor = monitor
         self.config: HealthConfig | None = None
         self.server: HealthServer | None = None
+        # A reload and a push can both ask for a sync; one at a time, so two servers never race for a port.
+        self._lock = asyncio.Lock()
 
     async def sync(self) -> None:
+        async with self._lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
         wanted = self.agent.config.health
         if wanted == self.config:
             return
@@ -117,6 +123,8 @@ async def run_agent(
             await endpoint.sync()
         finally:
             notifier.ready()
+
+    service.on_change.append(lambda: spawn(endpoint.sync(), "health.sync"))
 
     def on_hup() -> None:
         spawn(reload(), "agent.reload")

@@ -1,4 +1,4 @@
-"""docs/config.md documents every key of the spine sections, so the reference cannot silently fall behind
+"""docs/config.md documents every key of the top-level sections, so the reference cannot silently fall behind
 the schema (driver keys are documented in each driver's README)."""
 
 from __future__ import annotations
@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from config.schema import BufferConfig, GatewayConfig, MqttConfig, PipelineConfig, TlsConfig
+from config.schema import (
+    BufferConfig,
+    GatewayConfig,
+    HealthConfig,
+    MqttConfig,
+    PipelineConfig,
+    RemoteConfig,
+    TlsConfig,
+)
 
 DOC = Path(__file__).parent.parent.parent / "docs" / "config.md"
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -18,6 +26,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "[mqtt.tls]": TlsConfig,
     "[buffer]": BufferConfig,
     "[pipeline]": PipelineConfig,
+    "[health]": HealthConfig,
+    "[remote_config]": RemoteConfig,
 }
 
 

@@ -228,3 +228,35 @@ def test_push_changing_mqtt_settings_is_applied_once_the_uplink_reconnects(remot
     assert status["_all"] == ["received", "applied"]
     assert status["changed"] == {"started": [], "stopped": [], "restarted": ["uplink"]}
     assert len(log_events(rg.agent.log, "config_channel_connected")) == 2  # type: ignore[union-attr]
+
+
+def _health_answers(port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return bool(response.status in (200, 503))
+    except urllib.error.HTTPError as exc:
+        return exc.code == 503
+    except OSError:
+        return False
+
+
+def test_push_moving_the_health_endpoint_moves_it(remote_gw: RemoteGateway) -> None:
+    """A push that changes [health] listen is followed by the endpoint, as a local reload is: the new port
+    answers and the old one is closed."""
+    rg = remote_gw
+    old = rg.gw.health_port
+    wait_until(lambda: _health_answers(old), 30, "the health endpoint on its first port")
+    rg.gw.health_port = free_port()
+    text = rg.toml()
+    rg.gw.health_port = old
+    rg.toml()
+
+    status = rg.push(rg.sign(text, version=21))
+
+    assert status["state"] == "applied"
+    new = int(text.split('listen = "127.0.0.1:')[1].split('"')[0])
+    wait_until(lambda: _health_answers(new), 30, "the health endpoint on the pushed port")
+    assert not _health_answers(old)
