@@ -1,10 +1,10 @@
 """Service figures: time to READY, time to the first stored and first acknowledged batch, idle CPU, RSS.
 
 Runs the agent in a child process exactly as systemd would (``run_agent`` with a notify socket bound here)
-with 500 tags at 1 s: 5 simulated devices x 100 tags, one raw tag per device so the first batch does not
-wait for a window to close. The simulated driver is registered only in this benchmark. The buffer is the
-real ``buffer.AsyncDiskQueue`` when this tree has it, otherwise the in-memory stand-in of the tests (the
-output says which); the uplink is a loopback stand-in that acknowledges every batch (no broker needed).
+with 500 tags at 1 s: 5 Modbus TCP devices x 100 holding registers, read by the real driver from a
+simulated PLC (``agent.simulator``, its own process), one raw tag per device so the first batch does not
+wait for a window to close; the real disk buffer and the real MQTT uplink to a Mosquitto the benchmark
+starts on a free loopback port. The PLC and the broker are other processes, so their CPU is not counted.
 
     python3 bench/service.py [--seconds 30]
 
@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,42 +35,23 @@ sys.path.insert(0, str(ROOT))
 DEVICES, TAGS = 5, 100
 
 
-class _Patch:
-    """The two monkeypatch operations install_standins uses, without importing pytest into the agent."""
-
-    def setattr(self, obj: object, name: str, value: object, raising: bool = True) -> None:
-        setattr(obj, name, value)
-
-    def setitem(self, mapping: dict[str, object], key: str, value: object) -> None:
-        mapping[key] = value
-
-
-def child(state: Path, port: int) -> None:
-    import buffer
+def child(state: Path, port: int, mqtt_port: int, plc_port: int) -> None:
     from agent.commands.run import run_agent
     from agent.logs import configure_logging
     from agent.runtime import Agent
     from agent.signing import generate_key
     from config.schema import AgentConfig
-    from tests.service import standins
 
-    real_queue = getattr(buffer, "AsyncDiskQueue", None)
-    real_batch = getattr(buffer, "QueuedBatch", None)
-    real_buffer = real_queue is not None
-    mp = _Patch()
-    standins.install_standins(mp)  # type: ignore[arg-type]
-    if real_buffer:  # put the real one back: only the uplink and the driver are simulated
-        mp.setattr(buffer, "AsyncDiskQueue", real_queue)
-        mp.setattr(buffer, "QueuedBatch", real_batch)
-    print(json.dumps({"buffer": "real AsyncDiskQueue" if real_buffer else "in-memory stand-in"}), flush=True)
     configure_logging("json", "warning")
     config = AgentConfig.model_validate({
         "gateway": {"id": "gw-bench", "key_file": str(state / "k.pem"), "state_dir": str(state / "state")},
-        "mqtt": {"host": "127.0.0.1"},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         "pipeline": {"window_s": 10, "batch_interval_s": 1.0},
         "health": {"listen": f"127.0.0.1:{port}"},
-        "devices": {f"plc{d}": {"protocol": "modbus-tcp", "host": "127.0.0.1", "poll_interval_s": 1.0,
-                                "tags": [{"name": f"t{i}", "address": i, "raw": i == 0} for i in range(TAGS)]}
+        "devices": {f"plc{d}": {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": plc_port,
+                                "poll_interval_s": 1.0,
+                                "tags": [{"name": f"t{i}", "address": d * TAGS + i, "raw": i == 0}
+                                         for i in range(TAGS)]}
                     for d in range(DEVICES)},
     })
     signer = generate_key(state / "keys")
@@ -128,13 +110,32 @@ def _last_values_ns() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="idle measuring window (default 30)")
-    parser.add_argument("--child", nargs=2, metavar=("STATE", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("STATE", "PORT", "MQTT", "PLC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), int(args.child[1]))
+        child(Path(args.child[0]), *(int(a) for a in args.child[1:]))
         return
 
-    with tempfile.TemporaryDirectory() as tmp, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+    from agent.localbroker import Mosquitto, free_port, wait_port
+
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        broker = Mosquitto(Path(tmp) / "mosquitto")
+        broker.start()
+        stack.callback(broker.kill)
+        plc_port = free_port()
+        plc = subprocess.Popen([sys.executable, "-m", "agent.simulator", "--port", str(plc_port), "--registers",
+                                str(DEVICES * TAGS), "--period", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(plc.wait, 10)
+        stack.callback(plc.terminate)
+        wait_port("127.0.0.1", plc_port, 30)
+        figures = _measure(Path(tmp), broker.port, plc_port, args.seconds)
+    _report(*figures)
+
+
+def _measure(tmp: Path, mqtt_port: int, plc_port: int, seconds: float) -> tuple[object, ...]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify_name = f"@mine-agent-bench-{os.getpid()}"
         notify.bind("\0" + notify_name[1:])
         with socket.socket() as s:
@@ -142,8 +143,8 @@ def main() -> None:
             port = s.getsockname()[1]
         env = {**os.environ, "NOTIFY_SOCKET": notify_name, "WATCHDOG_USEC": "10000000", "PYTHONPATH": str(ROOT)}
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, __file__, "--child", tmp, str(port)], env=env,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, __file__, "--child", str(tmp), str(port), str(mqtt_port),
+                                 str(plc_port)], env=env)
         try:
             notify.settimeout(60)
             while True:
@@ -153,8 +154,6 @@ def main() -> None:
                     break
             # Keep reading notifications (watchdog pings, STATUS) as systemd would, or the socket fills up.
             threading.Thread(target=_drain, args=(notify,), daemon=True).start()
-            assert proc.stdout is not None
-            which = json.loads(proc.stdout.readline())["buffer"]
             t_stored = t_acked = None
             deadline = time.monotonic() + 60
             while (t_stored is None or t_acked is None) and time.monotonic() < deadline:
@@ -168,7 +167,7 @@ def main() -> None:
             time.sleep(5)  # let start-up work (imports, first windows) settle before measuring idle
             cpu0, _ = _cpu_rss(proc.pid)
             w0 = time.monotonic()
-            time.sleep(args.seconds)
+            time.sleep(seconds)
             cpu1, rss = _cpu_rss(proc.pid)
             wall = time.monotonic() - w0
             doc = _health(port) or {}
@@ -179,20 +178,25 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    return t_ready, t_stored, t_acked, wall, cpu1 - cpu0, rss, scrape, doc, proc.returncode
+
+
+def _report(t_ready: float, t_stored: float | None, t_acked: float | None, wall: float, cpu: float, rss: int,
+            scrape: float, doc: dict[str, Any], returncode: int) -> None:
     devices = doc.get("devices") or {}
     samples = sum(d["samples"] for d in devices.values())  # type: ignore[union-attr]
     print(f"service bench: {DEVICES} devices x {TAGS} tags at 1 s ({DEVICES * TAGS} tags), window 10 s, "
-          f"batch interval 1 s; buffer: {which}; uplink: loopback stand-in")
+          "batch interval 1 s; real Modbus driver, disk buffer and MQTT uplink (local Mosquitto)")
     print(f"  time to READY (process start -> READY=1):      {t_ready:.2f} s")
     print(f"  time to first batch stored in the buffer:       {t_stored:.2f} s" if t_stored else
           "  time to first batch stored: not within 60 s")
     print(f"  time to first batch acknowledged (published):   {t_acked:.2f} s" if t_acked else
           "  time to first batch acknowledged: not within 60 s")
-    print(f"  idle CPU over {wall:.0f} s:                            {100 * (cpu1 - cpu0) / wall:.2f} % of one core")
+    print(f"  idle CPU over {wall:.0f} s:                            {100 * cpu / wall:.2f} % of one core")
     print(f"  RSS:                                            {rss / 2**20:.1f} MiB")
     print(f"  /metrics scrape, median of 50:                   {scrape:.1f} ms")
     print(f"  last-value-per-tag bookkeeping (for tail):       {_last_values_ns():.0f} ns per sample")
-    print(f"  samples ingested so far: {samples}; exit code on SIGTERM: {proc.returncode}")
+    print(f"  samples ingested so far: {samples}; exit code on SIGTERM: {returncode}")
 
 
 if __name__ == "__main__":
