@@ -218,12 +218,13 @@ class BufferConfig(StrictModel):
         None, description="SQLite file of the buffer; default <state_dir>/buffer.sqlite."
     )
     max_bytes: ByteSize = Field(
-        ByteSize(1 << 30),
+        ByteSize(4 << 30),
         json_schema_extra=_size_schema,
         description="Cap of stored batches: a number of bytes or a size such as '512 MiB' or '2 GiB'. "
         "When full, the oldest data batches are evicted and declared in a signed gap batch. "
         "2,000 tags at 1 Hz in 10 s windows need about 325 MiB per day of outage "
-        "(bench/buffer_sizing.py): 1 GiB bridges about 3 days, 7 days need about 2.3 GiB.",
+        "(bench/buffer_sizing.py): the default 4 GiB bridges 7 days for up to about 3,500 such tags. "
+        "A smaller disk is protected by min_free_bytes, which binds first.",
     )
     sync: Literal["full", "normal"] = Field(
         "full",
