@@ -63,6 +63,7 @@ class Batcher:
         compression: str = "zstd",
         max_rows: int = 20000,
         declare_interval_s: float = 60.0,
+        max_pending_rows: int = _MAX_PENDING_ROWS,
         clock: Clock | None = None,
     ) -> None:
         self.gateway_id = gateway_id
@@ -73,6 +74,7 @@ class Batcher:
         self.clock = clock or SystemClock()
         self.stats = BatcherStats()
         self.declare_interval_s = declare_interval_s
+        self.max_pending_rows = max_pending_rows
         self._next_declare = 0.0  # monotonic time of the next check for drops to declare
         self._seq = 0
         self._prev = wire.GENESIS_HASH
@@ -137,12 +139,22 @@ class Batcher:
                         pending_rows=sum(len(r) for _, _, r in self._pending))
 
     def _bound_pending(self) -> None:
+        """Keep at most ``max_pending_rows`` in memory while the buffer refuses appends: the oldest data rows
+        go first, alarm rows only when nothing else is left, because alarms are what a regulator asks about
+        first. What is discarded is counted in ``rows_dropped_unbuffered`` and logged."""
         total = sum(len(r) for _, _, r in self._pending)
-        while total > _MAX_PENDING_ROWS and self._pending:
-            _, _, rows = self._pending.pop(0)
-            total -= len(rows)
-            self.stats.rows_dropped_unbuffered += len(rows)
-            log.error("rows_dropped_unbuffered", rows=len(rows),
+        while total > self.max_pending_rows and self._pending:
+            i = next((i for i, (k, _, _) in enumerate(self._pending) if k != "alarm"), 0)
+            kind, name, rows = self._pending[i]
+            excess = total - self.max_pending_rows
+            dropped, kept = rows[:excess], rows[excess:]
+            if kept:
+                self._pending[i] = (kind, name, kept)
+            else:
+                self._pending.pop(i)
+            total -= len(dropped)
+            self.stats.rows_dropped_unbuffered += len(dropped)
+            log.error("rows_dropped_unbuffered", rows=len(dropped), kind=kind,
                       error="the buffer refused appends for too long; oldest unbuffered rows discarded")
 
     async def _declare_drops(self) -> None:
