@@ -22,12 +22,13 @@ three may differ in the last bits, because they are computed differently:
   mean += delta / n; m2 += delta * (x - mean)``): one pass, no sum of squares, so a methane reading of 1e-3
   on top of a large offset keeps its digits where the textbook ``sum(x^2)/n - mean^2`` cancels to noise or
   goes negative. The TWA area is summed sample by sample.
-* :func:`column_stats`: integer columns (raw register values) use exact integer sums:
-  ``mean = sum(x) / n`` and ``std = sqrt((n * sum(x^2) - sum(x)^2) / n^2)``, each rounded once, at the
-  end. Float columns use ``math.fsum`` (correctly rounded sums): ``mean = fsum(x) / n``, then a second pass
-  ``m2 = fsum((x - mean)^2)``, so they cancel no more than Welford does. The TWA area is ``fsum`` (or the
-  exact integer sum) of ``value * held_ms``. A column with a non-finite value or sum goes through
-  :class:`WindowStats` instead, so ``non_finite`` and the bad count keep their meaning.
+* :func:`column_stats`: ``mean = sum(x) / n``, with the sum exact for integer columns (raw register values)
+  and correctly rounded (``math.fsum``) for float columns; then a second pass for the deviations,
+  ``std = math.dist(x, [mean] * n) / sqrt(n)`` (``math.dist`` is the accurately rounded Euclidean norm of
+  ``x - mean``, computed in C), so it cancels no more than Welford does. The TWA area is the exact integer
+  sum, or ``fsum``, of ``value * held_ms``. A column with a non-finite value or result, or with deviations so
+  large (norm above 1e150) that Welford's squares could overflow, goes through :class:`WindowStats`
+  instead, so ``non_finite``, the bad count and the overflow behaviour stay those of the per-sample path.
 
 **Time-weighted average** (sample-and-hold). Each sample holds its value from its own timestamp until the
 next sample of the tag (of any quality) or the window end. A value that enters the statistics contributes
@@ -54,11 +55,12 @@ from typing import Any
 
 _add = operator.add
 _mul = operator.mul
-_sub = operator.sub
 _truediv = operator.truediv
 _index = operator.indexOf
 _fsum = math.fsum
 _sqrt = math.sqrt
+_dist = math.dist
+_NORM_LIMIT = 1e150  # below sqrt(float max), with room for the rounding of partial sums
 
 
 class WindowStats:
@@ -182,10 +184,8 @@ def column_stats(
     the first timestamp), or None. Built from C-level builtins over the column: this runs once per tag per
     window instead of once per sample."""
     n = len(values)
-    if type(values[0]) is int:  # raw integers: exact sums, one rounding each
-        total = sum(values)
-        mean = total / n
-        std = _sqrt((n * sum(map(_mul, values, values)) - total * total) / (n * n))
+    if type(values[0]) is int:  # raw integers: exact sums
+        mean = sum(values) / n
         area: Any = sum(map(_mul, values, held_ms))
     else:
         try:
@@ -193,11 +193,13 @@ def column_stats(
             if total - total:  # NaN or infinite
                 return None
             mean = total / n
-            dev = list(map(_sub, values, repeat(mean, n)))
-            std = _sqrt(max(0.0, _fsum(map(_mul, dev, dev)) / n))
             area = _fsum(map(_mul, values, held_ms))
         except (OverflowError, ValueError):  # an intermediate sum overflowed, or inf - inf
             return None
+    norm = _dist(values, (mean,) * n)
+    if not norm < _NORM_LIMIT:  # Welford's m2 (the square) may overflow there: let it, on its own path
+        return None
+    std = norm / _sqrt(n)
     covered = sum(held_ms)
     if carry is not None:
         area += carry * lead_ms
@@ -220,11 +222,8 @@ def integer_columns(
     Integers are never non-finite, so nothing falls back. Every step maps a builtin over all columns: the
     Python-level work is per window and layout, not per tag."""
     n = len(ts_ms)
-    totals = list(map(sum, columns))
-    squares = map(sum, map(map, repeat(_mul), columns, columns))
-    means = list(map(_truediv, totals, repeat(n)))
-    spread = map(_sub, map(_mul, squares, repeat(n)), map(_mul, totals, totals))
-    stds = list(map(_sqrt, map(_truediv, spread, repeat(n * n))))
+    means = list(map(_truediv, map(sum, columns), repeat(n)))
+    stds = list(map(_truediv, map(_dist, columns, map(tuple, map(repeat, means, repeat(n)))), repeat(_sqrt(n))))
     areas = map(sum, map(map, repeat(_mul), columns, repeat(held_ms)))
     covered = sum(held_ms)
     known = carries.count(None)
