@@ -23,15 +23,16 @@ costs one failed dict look-up for them.
 
 Sample blocks (agent.sample: a Modbus response as bytes, one timestamp, a shared layout) skip even that. A
 block's bytes are kept, per open window and layout, as a row; at window close each tag's statistics come
-from its column (:func:`agent.aggregates.column_stats`), so the per-value work of a poll is nil. The result
-is the one the samples of the block would give (mean, std and twa up to the last bits), because a tag
-leaves the column path for the rest of a window, with its rows so far replayed in order into a
-:class:`WindowStats`, whenever that path could differ: a tag with hooks (raw, deadband, alarms, calculated
-inputs) is always fed per sample; a tag that also gets a sample (a failed poll's bad sample, a float
-layer decoded as samples because of a NaN) or a row of another layout (a re-planned request) in the same
-window is replayed at that moment; a layout whose timestamps go backwards is replayed whole; a block
-that arrives after its window closed is handled as its samples (late, raw rows). The ``non_finite`` count of
-a column replayed at close is counted then.
+from its column (:func:`agent.aggregates.column_stats`), so the per-value work of a poll is nil (a
+``raw = true`` tag without other hooks costs only its raw row). The result is the one the samples of the
+block would give (mean, std and twa up to the last bits), because a tag leaves the column path for the rest
+of a window, with its rows so far replayed in order into a :class:`WindowStats`, whenever that path could
+differ: a tag with hooks (deadband, alarms, calculated inputs; raw too when its layout has such tags) is
+always fed per sample; a tag that also gets a sample (a failed poll's bad sample, a float layer decoded as
+samples because of a NaN) or a row of another layout (a re-planned request) in the same window is replayed
+at that moment; a layout whose timestamps go backwards is replayed whole; a block that arrives after its
+window closed is handled as its samples (late, raw rows). The ``non_finite`` count of a column replayed at
+close is counted then.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ class Pipeline:
         self._raw: list[list[Any]] = []
         # window start -> block rows of that window (the window also has an entry, maybe empty, in _open).
         self._blocks: dict[int, _BlockWindow] = {}
-        # layout -> indices of its tags that have hooks (and so are always fed per sample).
-        self._hooked: dict[BlockLayout, frozenset[int]] = {}
+        # layout -> (indices of its tags always fed per sample, indices that only need raw rows): _block_plan.
+        self._hooked: dict[BlockLayout, tuple[frozenset[int], tuple[int, ...]]] = {}
 
     @classmethod
     def from_config(
@@ -373,14 +374,15 @@ class Pipeline:
     # -- sample blocks ---------------------------------------------------------------------------------------
 
     def _ingest_block(self, block: SampleBlock) -> dict[Calculation, None] | None:
-        """Account for one block: normally one row appended; its hooked or mixed tags fed per sample."""
+        """Account for one block: normally one row appended (and raw rows of its ``raw = true`` tags); its
+        hooked or mixed tags fed per sample."""
         layout = block.layout
         ts = block.ts_ms
         start = ts - ts % self.window_ms
-        hooked = self._hooked.get(layout)
-        if hooked is None:
-            hooks = self._hooks
-            hooked = self._hooked[layout] = frozenset(i for i, n in enumerate(layout.names) if n in hooks)
+        plan = self._hooked.get(layout)
+        if plan is None:
+            plan = self._hooked[layout] = self._block_plan(layout)
+        hooked, raw_only = plan
         if start < self._closed_before or len(hooked) == len(layout.names):
             return self._ingest(block.samples())  # late, or nothing to keep as a column
         blocks = self._blocks.get(start)
@@ -395,12 +397,57 @@ class Pipeline:
         rows.ts.append(ts)
         rows.data.append(block.data)
         slow = rows.slow_order
-        self.stats.samples += len(layout.names) - len(slow)
-        if not slow:
+        names = layout.names
+        self.stats.samples += len(names) - len(slow)
+        if not slow and not raw_only:
             return None
         values = layout.values(block.data)
-        names = layout.names
-        return self._ingest([Sample(names[i], ts, values[i]) for i in slow])
+        if not raw_only:
+            return self._ingest([Sample(names[i], ts, values[i]) for i in slow])
+        raw = self._raw
+        if not slow:
+            raw.extend([[names[i], ts, values[i], 0, None] for i in raw_only])
+            return None
+        # Both: in layout order (the order of the samples), runs of per-sample tags between raw rows.
+        touched: dict[Calculation, None] | None = None
+        run: list[Sample] = []
+        in_slow = rows.slow
+        for i in sorted({*slow, *raw_only}):
+            if i in in_slow:
+                run.append(Sample(names[i], ts, values[i]))
+                continue
+            if run:
+                found = self._ingest(run)
+                if found:
+                    touched = found if touched is None else {**touched, **found}
+                run = []
+            raw.append([names[i], ts, values[i], 0, None])
+        if run:
+            found = self._ingest(run)
+            if found:
+                touched = found if touched is None else {**touched, **found}
+        return touched
+
+    def _block_plan(self, layout: BlockLayout) -> tuple[frozenset[int], tuple[int, ...]]:
+        """Which tags of a layout are always fed per sample, and which only need a raw row per block.
+
+        A tag whose one hook is ``raw = true`` keeps its statistics on the column path and gets its raw row
+        straight from the block. If the layout also has tags with other hooks, those raw-only tags are fed
+        per sample too, so that raw rows keep the order of the samples."""
+        hooks = self._hooks
+        hooked: list[int] = []
+        raw_only: list[int] = []
+        for i, name in enumerate(layout.names):
+            hook = hooks.get(name)
+            if hook is None:
+                continue
+            if hook.raw and hook.deadband is None and hook.alarms is None and not hook.calcs:
+                raw_only.append(i)
+            else:
+                hooked.append(i)
+        if hooked:
+            return frozenset(hooked + raw_only), ()
+        return frozenset(), tuple(raw_only)
 
     def _start_rows(
         self, blocks: _BlockWindow, layout: BlockLayout, start: int, hooked: frozenset[int]
