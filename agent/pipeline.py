@@ -298,7 +298,7 @@ class Pipeline:
                 continue
             win = bucket.get(tag)
             if win is None:
-                win = self._first_sample_window(tag, start)
+                win = self._first_sample_window(tag, start, samples)
             win.count += 1
             if quality:  # GOOD is 0
                 win.bad += 1
@@ -332,16 +332,28 @@ class Pipeline:
             win.add_value(ts, value)
         return touched
 
-    def _first_sample_window(self, tag: str, start: int) -> WindowStats:
+    def _first_sample_window(self, tag: str, start: int, samples: Sequence[Sample]) -> WindowStats:
         """The accumulator for a sample of a tag that has none in ``start``'s bucket: its block rows of this
-        window replayed into a new one, or a new one with the value held in."""
+        window replayed into a new one, or a new one with the value held in.
+
+        A failed poll brings a sample for every tag of a request at once, so the tags of the same rows among
+        ``samples`` are replayed with it, in one pass over the rows (replaying a tag early changes nothing:
+        from then on it is fed per sample, which is what it would be anyway)."""
         blocks = self._blocks.get(start)
         if blocks is not None:
             rows = blocks.owner.get(tag)
             if rows is not None:
-                i = rows.layout.index[tag]
+                index = rows.layout.index
+                i = index[tag]
                 if i not in rows.slow:
-                    self._replay(rows, (i,), start)
+                    w_ms = self.window_ms
+                    slow = rows.slow
+                    wanted = {i}
+                    for s in samples:
+                        j = index.get(s[0])
+                        if j is not None and j not in slow and s[1] - s[1] % w_ms == start:
+                            wanted.add(j)
+                    self._replay(rows, sorted(wanted), start)
                     return self._open[start][tag]
         win = self._open[start][tag] = self._new_window(tag, start)
         return win
@@ -365,7 +377,7 @@ class Pipeline:
             blocks = self._blocks.get(before)
             rows = blocks.owner.get(tag) if blocks is not None else None
             if rows is not None and rows.ts:
-                return _held(rows.layout.values(rows.data[-1])[rows.layout.index[tag]])
+                return _held(rows.layout.value(rows.data[-1], rows.layout.index[tag]))
         carry = self._carry.get(tag)
         if carry is not None and carry[0] == before:
             return carry[1]
@@ -498,10 +510,16 @@ class Pipeline:
             carry = rows.carry[i]
             win = bucket[names[i]] = WindowStats(start, carry) if carry is not None else WindowStats()
             wins.append(win)
+        unpack = layout.unpack
+        transforms = layout.transforms
         for ts, data in zip(rows.ts, rows.data, strict=True):
-            values = layout.values(data)
+            raw = unpack(data)
             for i, win in zip(indices, wins, strict=True):
-                self._add_good(win, ts, values[i])
+                value = raw[i]
+                transform = transforms[i]
+                if transform is not None:
+                    value = value * transform[0] + transform[1]
+                self._add_good(win, ts, value)
         rows.slow.update(indices)
         rows.slow_order = tuple(sorted(rows.slow))
 

@@ -86,6 +86,12 @@ class BlockLayout:
         raw = self.unpack(data)
         return [v if t is None else v * t[0] + t[1] for v, t in zip(raw, self.transforms, strict=True)]
 
+    def value(self, data: bytes, i: int) -> Any:
+        """Tag ``i``'s value from one block's bytes."""
+        v = self.unpack(data)[i]
+        t = self.transforms[i]
+        return v if t is None else v * t[0] + t[1]
+
     def column(self, raw: Sequence[Any], i: int) -> Sequence[Any]:
         """Tag ``i``'s values from its raw column (one raw number per block), transformed."""
         t = self.transforms[i]
@@ -118,8 +124,7 @@ class SampleBlock:
 
     def sample(self, tag: str) -> Sample:
         """The sample of one tag of the block."""
-        i = self.layout.index[tag]
-        return _new(Sample, (tag, self.ts_ms, self.layout.values(self.data)[i], _GOOD, None))
+        return _new(Sample, (tag, self.ts_ms, self.layout.value(self.data, self.layout.index[tag]), _GOOD, None))
 
 
 class Poll(Sequence[Sample]):
