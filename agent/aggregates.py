@@ -14,7 +14,7 @@ What a row holds (docs/protocol.md, table ``win``), for the samples of one tag w
 Two ways to the same row. Samples that arrive one by one go through :class:`WindowStats`, in arrival order.
 A tag that reaches the pipeline only in sample blocks during a window (agent.sample: all its values good,
 in timestamp order, no hooks) has its row computed once, at window close, from its column of values by
-:func:`column_stats` (:func:`integer_columns` for many raw-integer columns at once, same arithmetic). Every
+:func:`column_stats` (:func:`columns_stats` for all the columns of a block layout at once, same arithmetic). Every
 column except ``mean``, ``std`` and ``twa`` is identical on both paths; those
 three may differ in the last bits, because they are computed differently:
 
@@ -45,7 +45,7 @@ the TWA, whose timeline has already been integrated past it; it is counted in ``
 
 from __future__ import annotations
 
-__all__ = ["WindowStats", "column_stats", "integer_columns"]
+__all__ = ["WindowStats", "column_stats", "columns_stats"]
 
 import math
 import operator
@@ -60,6 +60,7 @@ _index = operator.indexOf
 _fsum = math.fsum
 _sqrt = math.sqrt
 _dist = math.dist
+_isfinite = math.isfinite
 _NORM_LIMIT = 1e150  # below sqrt(float max), with room for the rounding of partial sums
 
 
@@ -212,19 +213,31 @@ def column_stats(
     return mean, std, twa, low, ts_ms[values.index(low)], high, ts_ms[values.index(high)]
 
 
-def integer_columns(
-    columns: Sequence[Sequence[int]], ts_ms: Sequence[int], held_ms: Sequence[int], lead_ms: int,
-    carries: Sequence[int | float | None],
-) -> tuple[list[Any], ...]:
-    """:func:`column_stats` of many columns of raw integers sharing their timestamps, as lists
-    ``(means, stds, twas, mins, min_ms, maxs, max_ms)``, with the same arithmetic (so the same results).
+def columns_stats(
+    columns: Sequence[Sequence[Any]], ts_ms: Sequence[int], held_ms: Sequence[int], lead_ms: int,
+    carries: Sequence[int | float | None], *, exact: bool,
+) -> tuple[list[Any], ...] | None:
+    """:func:`column_stats` of many columns sharing their timestamps, as lists
+    ``(means, stds, twas, mins, min_ms, maxs, max_ms)``, with the same arithmetic (so the same results), or
+    None when some column needs the per-sample path (then :func:`column_stats` tells which).
 
-    Integers are never non-finite, so nothing falls back. Every step maps a builtin over all columns: the
-    Python-level work is per window and layout, not per tag."""
+    ``exact``: every column holds raw integers (sums are exact ``sum``; never non-finite); otherwise sums
+    are ``fsum``. Every step maps a builtin over all columns: the Python-level work is per window and
+    layout, not per tag."""
     n = len(ts_ms)
-    means = list(map(_truediv, map(sum, columns), repeat(n)))
-    stds = list(map(_truediv, map(_dist, columns, map(tuple, map(repeat, means, repeat(n)))), repeat(_sqrt(n))))
-    areas = map(sum, map(map, repeat(_mul), columns, repeat(held_ms)))
+    total: Any = sum if exact else _fsum
+    try:
+        totals = list(map(total, columns))
+        if not exact and not all(map(_isfinite, totals)):
+            return None
+        means = list(map(_truediv, totals, repeat(n)))
+        norms = list(map(_dist, columns, map(tuple, map(repeat, means, repeat(n)))))
+        if not exact and not max(norms) < _NORM_LIMIT:
+            return None
+        areas = list(map(total, map(map, repeat(_mul), columns, repeat(held_ms))))
+    except (OverflowError, ValueError):  # an intermediate sum overflowed, or inf - inf
+        return None
+    stds = list(map(_truediv, norms, repeat(_sqrt(n))))
     covered = sum(held_ms)
     known = carries.count(None)
     if known == 0:
@@ -236,6 +249,8 @@ def integer_columns(
             area / covered if carry is None else (area + carry * lead_ms) / (covered + lead_ms)
             for area, carry in zip(areas, carries, strict=True)
         ]
+    if not exact and not all(map(_isfinite, twas)):
+        return None
     lows = list(map(min, columns))
     highs = list(map(max, columns))
     at = ts_ms.__getitem__

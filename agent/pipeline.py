@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any
 
-from agent.aggregates import WindowStats, column_stats, integer_columns
+from agent.aggregates import WindowStats, column_stats, columns_stats
 from agent.alarms import ALARM_COLUMNS, AlarmEngine, TagAlarms
 from agent.calculated import Calculation
 from agent.clock import Clock, SystemClock
@@ -549,10 +549,14 @@ class Pipeline:
         held.append(end - ts[-1])
         lead = ts[0] - start
         first_ms, last_ms = ts[0], ts[-1]
-        columns = list(zip(*map(layout.unpack, rows.data), strict=True))
-        if not any(layout.transforms):
-            # Raw integers: every statistic of every tag at once, then the rows built by zip, all C-level.
-            means, stds, twas, lows, low_ms, highs, high_ms = integer_columns(columns, ts, held, lead, rows.carry)
+        columns: list[Sequence[Any]] = list(zip(*map(layout.unpack, rows.data), strict=True))
+        exact = not any(layout.transforms)  # raw integers
+        if not exact:
+            columns = list(map(layout.column, columns, range(len(names))))
+        result = columns_stats(columns, ts, held, lead, rows.carry, exact=exact)
+        if result is not None:
+            # Every statistic of every tag at once, then the rows built by zip, all C-level.
+            means, stds, twas, lows, low_ms, highs, high_ms = result
             firsts = list(map(_first, columns))
             lasts = list(map(_last, columns))
             made = map(list, zip(
@@ -567,18 +571,19 @@ class Pipeline:
             out.extend(made)
             self._carry.update(carried)
             return
+        # Some column is not finite (or overflows): tag by tag, those ones through WindowStats.
         carry = self._carry
         carried_in = rows.carry
         replay: list[int] = []
         for i, name in enumerate(names):
             if i in slow:
                 continue
-            values = layout.column(columns[i], i)
-            result = column_stats(values, ts, held, lead, carried_in[i])
-            if result is None:
+            values = columns[i]
+            one = column_stats(values, ts, held, lead, carried_in[i])
+            if one is None:
                 replay.append(i)
                 continue
-            mean, std, twa, low, low_ms_i, high, high_ms_i = result
+            mean, std, twa, low, low_ms_i, high, high_ms_i = one
             last = values[-1]
             out.append([
                 name, start, w_ms, n, n, 0, low, high, mean, last, 0, n, twa, std, values[0], first_ms, last_ms,
