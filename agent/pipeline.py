@@ -7,8 +7,9 @@ up. A window ``[start, start + window)`` is closed and emitted once the clock pa
 in the right window. A sample that arrives after its window was closed is counted in ``stats.late`` and still
 sent as a raw row, so nothing disappears without a trace.
 
-What a window row holds, exactly (min/max with their times, Welford mean and standard deviation, first/last,
-the sample-and-hold time-weighted average, counts by quality) is specified in :mod:`agent.aggregates`.
+What a window row holds, exactly (min/max with their times, mean and standard deviation, first/last, the
+sample-and-hold time-weighted average, counts by quality, and how each path computes them) is specified in
+:mod:`agent.aggregates`.
 Statistics use good-quality finite numbers only, or good and uncertain ones with
 ``statistics_quality = "good_and_uncertain"``; ``count`` counts every sample.
 
