@@ -21,7 +21,7 @@ from __future__ import annotations
 
 __all__ = ["GAP_COLUMNS", "Batcher", "BatcherStats"]
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,17 +181,17 @@ class Batcher:
         # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
         tags = list(dict.fromkeys(row[0] for rows in tables.values() for row in rows))
         index = {tag: i for i, tag in enumerate(tags)}
-        packed: dict[str, wire.Table] = {}
+        packed: dict[str, tuple[list[str], int, Iterable[list[Any]]]] = {}
         n = 0
         for name, rows in tables.items():
             cols = _COLUMNS.get(name)
             if cols is None:
                 raise ValueError(f"unknown table {name!r}")
             # Every table starts with (tag, time): the tag becomes its dictionary index, the time an offset.
-            out = [[index[r[0]], r[1] - t0, *r[2:]] for r in rows]
-            packed[name] = wire.Table(cols, out)
-            n += len(out)
-        body = wire.encode_body(tags, packed, t0, self.compression)
+            # Made one row at a time while packing, so the wire rows never all exist next to the pipeline's.
+            packed[name] = (cols, len(rows), ([index[r[0]], r[1] - t0, *r[2:]] for r in rows))
+            n += len(rows)
+        body = wire.encode_body_rows(tags, packed, self.compression)
         await self._store(kind, body, t0, t1, n)
 
     async def _store(self, kind: str, body: bytes, t0: int, t1: int, records: int,

@@ -1,8 +1,9 @@
 """The last value of every tag, for ``mine-agent tail``: cheap enough to keep always on.
 
-The runtime's sample sink hands each poll's samples here after the pipeline. Only the newest sample per
-tag is kept (a dict entry per tag, overwritten), so the cost is one dict store per sample and the memory is
-bounded by the number of configured tags; nothing is logged per sample.
+The runtime's sample sink hands each poll's samples here after the pipeline. Only the newest reading per
+tag is kept (a dict entry per tag, overwritten), so the cost is one C-level dict store per value and the
+memory is bounded by the number of configured tags; nothing is logged per sample. For a sample block the
+entry is the block itself (shared by its tags, no sample made); ``select`` expands the few it shows.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import fnmatch
 import operator
 import re
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
-from agent.sample import Sample
+from agent.sample import Poll, Sample, SampleBlock
 
 _tag_of = operator.itemgetter(0)
 _MAX_TAGS = 100_000  # a misbehaving driver inventing tag names must not grow this without bound
@@ -23,12 +25,19 @@ _MAX_TAGS = 100_000  # a misbehaving driver inventing tag names must not grow th
 
 class LastValues:
     def __init__(self) -> None:
-        self._last: dict[str, Sample] = {}
+        self._last: dict[str, Sample | SampleBlock] = {}
 
     def record(self, samples: Sequence[Sample]) -> None:
         last = self._last
-        # One C-level update per poll rather than a Python-level store per sample.
-        last.update(zip(map(_tag_of, samples), samples, strict=True))
+        # One C-level update per poll (or block) rather than a Python-level store per sample.
+        if type(samples) is Poll:
+            for part in samples.parts:
+                if type(part) is list:
+                    last.update(zip(map(_tag_of, part), part, strict=True))
+                else:
+                    last.update(zip(part.layout.names, repeat(part)))  # type: ignore[union-attr]
+        else:
+            last.update(zip(map(_tag_of, samples), samples, strict=True))
         if len(last) > _MAX_TAGS:
             last.clear()
 
@@ -45,5 +54,7 @@ class LastValues:
         for tag in sorted(self._last):
             if rx.match(tag):
                 s = self._last[tag]
+                if type(s) is SampleBlock:
+                    s = s.sample(tag)
                 out[tag] = {"ts_ms": s[1], "value": s[2], "quality": int(s[3]), "reason": s[4]}
         return out

@@ -5,6 +5,11 @@ is cancelled, handing each poll's samples to the sink. A device that is down, sl
 yields bad-quality samples and counted errors; ``run`` does not return or raise for device trouble, only
 for a programming error. The runtime supervises it anyway.
 
+The sink takes one poll's readings per call, as a ``Sequence[Sample]``: a plain list, or an
+``agent.sample.Poll`` when the driver can hand whole responses over as ``SampleBlock``s (bytes, one
+timestamp, a shared layout) so that nothing is done per value at poll time. A ``Poll`` iterates as the
+samples it stands for, so a sink that only understands samples needs nothing more.
+
 Drivers are found by the device's ``protocol`` and imported lazily, so a gateway that only speaks Modbus
 never pays asyncua's import time and memory.
 """

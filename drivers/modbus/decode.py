@@ -19,6 +19,13 @@ the byte swap inside words (BADC/DCBA), since words of text are never reordered.
 A float that is NaN or infinite is a bad sample with a reason (devices use NaN for "sensor fault"; the
 pipeline must never average it). A BCD word with a digit above 9 is bad. An integer not in a tag's enum map
 is an uncertain sample carrying the raw integer.
+
+Blocks (:meth:`RegisterBlockDecoder.decode_poll`, what the driver uses): tags whose value is the raw number,
+or ``raw * scale + offset``, are laid out in layers of their own, and such a layer is handed on as one
+``SampleBlock`` (the packed bytes, one timestamp, the layer's shared ``BlockLayout``) instead of a sample per
+tag: no per-tag Python work at all at poll time. A float layer in which the device sent a NaN or an
+infinity is decoded into samples instead, so that the bad ones carry their reason. ``decode`` gives the same
+readings as plain samples (probe, tests).
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.sample import Quality, Sample
+from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
 from drivers.modbus.config import ModbusTag
 
 _new = tuple.__new__
+_isfinite = math.isfinite
 _GOOD = Quality.GOOD
 _BAD = Quality.BAD
 _UNCERTAIN = Quality.UNCERTAIN
@@ -52,6 +60,8 @@ _FORMAT = {
     "int64": "q",
     "float64": "d",
 }
+_FLOAT_TYPES = ("float32", "float64")
+_BLOCK_TYPES = ("uint16", "int16", "uint32", "int32", "uint64", "int64", *_FLOAT_TYPES)
 # (use the byte-swapped buffer, read little-endian) per order.
 _VARIANT = {"ABCD": (False, False), "DCBA": (False, True), "BADC": (True, False), "CDAB": (True, True)}
 
@@ -69,6 +79,10 @@ class DecodedTag:
     swapped: bool
     little: bool
     post: Post | None  # None: the raw value is the sample value
+    # Whether the tag can travel in a SampleBlock (its value is the raw number, or raw * scale + offset), and
+    # then that (scale, offset) or None; floats always carry theirs, as their per-sample decoding applies it.
+    blockable: bool = False
+    transform: tuple[float, float] | None = None
 
 
 def _bcd(value: int, digits: int) -> int | None:
@@ -156,6 +170,9 @@ def compile_tag(device: str, tag: ModbusTag, default_order: str) -> DecodedTag:
     else:
         swapped, little = _VARIANT[order]
         fmt = _FORMAT[kind]
+    blockable = tag.table not in ("coil", "discrete") and not tag.enum and kind in _BLOCK_TYPES
+    scaled = tag.scale != 1.0 or tag.offset != 0.0
+    transform = (tag.scale, tag.offset) if blockable and (scaled or kind in _FLOAT_TYPES) else None
     return DecodedTag(
         name=f"{device}.{tag.name}",
         address=tag.address,
@@ -164,10 +181,12 @@ def compile_tag(device: str, tag: ModbusTag, default_order: str) -> DecodedTag:
         swapped=swapped,
         little=little,
         post=_make_post(tag),
+        blockable=blockable,
+        transform=transform,
     )
 
 
-def bad_samples(out: list[Sample], names: Sequence[str], ts_ms: int, reason: str) -> None:
+def bad_samples(out: list[Sample] | Poll, names: Sequence[str], ts_ms: int, reason: str) -> None:
     """Append one bad sample per tag name, all with the same reason."""
     out.extend([_new(Sample, (name, ts_ms, None, _BAD, reason)) for name in names])
 
@@ -179,6 +198,8 @@ class _Layer:
     names: tuple[str, ...]
     posts: tuple[Post | None, ...]
     plain: bool  # no tag in the layer needs post-processing
+    block: BlockLayout | None  # every tag can travel in a SampleBlock
+    floats: bool  # some tag is a float: a block needs every value finite
 
 
 class RegisterBlockDecoder:
@@ -198,11 +219,11 @@ class RegisterBlockDecoder:
         self._layers = self._build_layers()
 
     def _build_layers(self) -> tuple[_Layer, ...]:
-        groups: dict[tuple[bool, bool], list[DecodedTag]] = {}
+        groups: dict[tuple[bool, bool, bool], list[DecodedTag]] = {}
         for t in sorted(self.tags, key=lambda t: t.address):
-            groups.setdefault((t.swapped, t.little), []).append(t)
+            groups.setdefault((t.swapped, t.little, t.blockable), []).append(t)
         layers: list[_Layer] = []
-        for (swapped, little), members in groups.items():
+        for (swapped, little, blockable), members in groups.items():
             # Split into layers of non-overlapping tags: a struct format cannot step backwards.
             pending = members
             while pending:
@@ -223,13 +244,17 @@ class RegisterBlockDecoder:
                         parts.append(f"{2 * (t.address - pos)}x")
                     parts.append(t.fmt)
                     pos = t.address + t.registers
+                unpack_from = struct.Struct("".join(parts)).unpack_from
+                names = tuple(t.name for t in layer)
                 layers.append(
                     _Layer(
-                        unpack_from=struct.Struct("".join(parts)).unpack_from,
+                        unpack_from=unpack_from,
                         swapped=swapped,
-                        names=tuple(t.name for t in layer),
+                        names=names,
                         posts=tuple(t.post for t in layer),
                         plain=all(t.post is None for t in layer),
+                        block=BlockLayout(names, unpack_from, [t.transform for t in layer]) if blockable else None,
+                        floats=any(t.fmt in ("f", "d") for t in layer),
                     )
                 )
         return tuple(layers)
@@ -261,6 +286,36 @@ class RegisterBlockDecoder:
                     append(post(name, ts_ms, v))
 
 
+    def decode_poll(self, poll: Poll, registers: Sequence[int], ts_ms: int) -> None:
+        """Add the response to ``poll``: one block per layer that can be one, samples for the rest."""
+        if len(registers) < self.count:
+            bad_samples(poll, self.names, ts_ms, f"short response: {len(registers)} of {self.count} registers")
+            return
+        if len(registers) > self.count:
+            registers = registers[: self.count]
+        be = self._pack_be(*registers)
+        sw = self._pack_sw(*registers) if self._needs_sw else be
+        for layer in self._layers:
+            data = sw if layer.swapped else be
+            block = layer.block
+            if block is not None:
+                if not layer.floats:
+                    poll.add_block(SampleBlock(block, ts_ms, data))
+                    continue
+                values = layer.unpack_from(data, 0)
+                if all(map(_isfinite, values)):
+                    poll.add_block(SampleBlock(block, ts_ms, data))
+                    continue
+            else:
+                values = layer.unpack_from(data, 0)
+            poll.extend(
+                [
+                    _new(Sample, (name, ts_ms, v, _GOOD, None)) if post is None else post(name, ts_ms, v)
+                    for name, post, v in zip(layer.names, layer.posts, values, strict=True)
+                ]
+            )
+
+
 class BitBlockDecoder:
     """Decodes the response of one coil or discrete-input read into one bool sample per tag."""
 
@@ -274,7 +329,7 @@ class BitBlockDecoder:
         self.names = tuple(t.name for t in tags)
         self._offsets = tuple(t.address - start for t in tags)
 
-    def decode(self, out: list[Sample], bits: Sequence[bool], ts_ms: int) -> None:
+    def decode(self, out: list[Sample] | Poll, bits: Sequence[bool], ts_ms: int) -> None:
         """Append one sample per tag. ``bits`` may be padded to a multiple of 8, as on the wire."""
         if len(bits) < self.count:
             bad_samples(out, self.names, ts_ms, f"short response: {len(bits)} of {self.count} bits")

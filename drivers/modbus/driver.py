@@ -9,6 +9,9 @@ being run late in a burst: tasks never pile up (compare home-assistant/core#1272
 Failures become samples: every tag of every due group gets a sample on every tick, good or bad with a
 reason, so the pipeline sees an outage as it happens. One warning is logged when the device starts failing
 and one info when it recovers, never one per poll.
+
+A poll is handed to the sink as one ``Poll``: register reads travel as ``SampleBlock``s where the tags allow
+it (drivers.modbus.decode), everything else as samples.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import structlog
 
 from agent.clock import Clock
 from agent.errors import DriverError
-from agent.sample import Sample, SampleSink
+from agent.sample import Poll, SampleSink
 from drivers import Driver
 from drivers.modbus.config import ModbusDevice, ModbusTag
 from drivers.modbus.decode import BitBlockDecoder, DecodedTag, RegisterBlockDecoder, bad_samples, compile_tag
@@ -130,7 +133,7 @@ class ModbusDriver(Driver):
         self.stats.last_error = reason
         interval = min(g.interval_s for g in self.groups)
         while True:
-            out: list[Sample] = []
+            out = Poll()
             ts_ms = int(self.clock.time() * 1000)
             for group in self.groups:
                 bad_samples(out, group.names, ts_ms, reason)
@@ -159,11 +162,11 @@ class ModbusDriver(Driver):
             if wait > 0:
                 await clock.sleep(wait)
 
-    async def poll_group(self, link: ModbusLink, group: _PollGroup) -> list[Sample]:
-        """Poll every request of one group once, hand the samples to the sink, and return them."""
+    async def poll_group(self, link: ModbusLink, group: _PollGroup) -> Poll:
+        """Poll every request of one group once, hand the readings to the sink, and return them."""
         clock = self.clock
         began = clock.monotonic()
-        out: list[Sample] = []
+        out = Poll()
         failure: str | None = None
         if not await link.ensure_connected():
             failure = link.not_connected_reason()
@@ -183,7 +186,7 @@ class ModbusDriver(Driver):
         self.sink(out)
         return out
 
-    async def _read_group(self, link: ModbusLink, group: _PollGroup, out: list[Sample]) -> str | None:
+    async def _read_group(self, link: ModbusLink, group: _PollGroup, out: Poll) -> str | None:
         """Read each request; returns the first failure reason, or None when every request was answered."""
         config = self.config
         failure: str | None = None
@@ -234,16 +237,20 @@ class ModbusDriver(Driver):
                 bad_samples(out, read.decoder.names, int(self.clock.time() * 1000), exc.reason)
             else:
                 answered = True
-                read.decoder.decode(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
+                decoder = read.decoder
+                if type(decoder) is RegisterBlockDecoder:
+                    decoder.decode_poll(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
+                else:
+                    decoder.decode(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
             i += 1
         if answered:
             self.unit_backoff.record_success()
         return failure
 
-    def _count(self, out: list[Sample], *, failed: bool, reason: str | None) -> None:
+    def _count(self, out: Poll, *, failed: bool, reason: str | None) -> None:
         stats = self.stats
         n = len(out)
-        bad = n - [s[3] for s in out].count(0)
+        bad = out.not_good()
         stats.samples += n
         stats.bad_samples += bad
         if failed:

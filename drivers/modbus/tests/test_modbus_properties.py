@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sample import Quality, Sample
+from agent.sample import Poll, Quality, Sample
 from drivers.modbus.config import ModbusTag
 from drivers.modbus.decode import RegisterBlockDecoder, compile_tag
 from drivers.modbus.planner import RegisterPlanner, TagSpan
@@ -87,3 +87,41 @@ def test_more_gap_filling_never_needs_more_requests(tags: list[TagSpan], gap: in
     more = len(RegisterPlanner(max_gap_registers=gap).plan(tags))
 
     assert fewer <= more
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(typed_value(), ORDERS, st.sampled_from([(1.0, 0.0), (0.5, 3.0)])), min_size=1, max_size=6),
+    st.lists(st.sampled_from(["bool", "nan", "enum"]), max_size=2),
+)
+def test_blocks_stand_for_the_samples_decode_gives(
+    items: list[tuple[tuple[str, object], str, tuple[float, float]]], extras: list[str]
+) -> None:
+    """A poll decoded into blocks iterates as exactly the samples the per-sample decoding gives, whatever
+    mix of types, orders, scales, NaNs and post-processed tags the request holds."""
+    registers: list[int] = []
+    tags = []
+    for i, ((kind, value), order, (scale, offset)) in enumerate(items):
+        tags.append(ModbusTag(name=f"t{i}", address=100 + len(registers), type=kind, order=order,  # type: ignore[arg-type]
+                              scale=scale, offset=offset))
+        registers += encode_registers(struct.pack(FORMATS[kind][0], value), order)
+    for j, extra in enumerate(extras):
+        if extra == "bool":
+            tags.append(ModbusTag(name=f"x{j}", address=100 + len(registers), type="bool", bit=3))
+            registers.append(0x0008)
+        elif extra == "enum":
+            tags.append(ModbusTag(name=f"x{j}", address=100 + len(registers), enum={"1": "run"}))
+            registers.append(1)
+        else:
+            tags.append(ModbusTag(name=f"x{j}", address=100 + len(registers), type="float32"))
+            registers += encode_registers(struct.pack(">f", float("nan")), "ABCD")
+    decoder = RegisterBlockDecoder(100, len(registers), [compile_tag("d", t, "ABCD") for t in tags])
+    out: list[Sample] = []
+    poll = Poll()
+
+    decoder.decode(out, registers, 7)
+    decoder.decode_poll(poll, registers, 7)
+
+    assert list(poll) == out
+    assert len(poll) == len(out)
+    assert poll.not_good() == sum(1 for s in out if s.quality)
