@@ -92,22 +92,31 @@ class Calculation:
             if ts - seen_ts > self.max_age_ms:
                 return Sample(self.name, ts, None, Quality.BAD, f"input {tag} is stale")
             values.append(float(value))
+        try:
+            result = self._apply(values)
+        except OverflowError:  # math.fsum of huge finite values
+            result = math.inf
+        if not math.isfinite(result):
+            # Finite inputs, no finite result (e.g. 1e308 + 1e308): a bad sample with the reason, not an
+            # infinity in the statistics or an exception in the drivers' sink.
+            return Sample(self.name, ts, None, Quality.BAD, "result out of range")
+        return Sample(self.name, ts, result, Quality.GOOD, None)
+
+    def _apply(self, values: list[float]) -> float:
         op = self.op
         if op == "sum":
-            result = math.fsum(values)
-        elif op == "difference":
-            result = values[0] - values[1]
-        elif op == "mean":
-            result = math.fsum(values) / len(values)
-        elif op == "min":
-            result = min(values)
-        elif op == "max":
-            result = max(values)
-        elif op == "scale":
-            result = values[0] * self.factor + self.offset
-        else:  # integral: the total up to the latest input sample
-            result = self.total
-        return Sample(self.name, ts, result, Quality.GOOD, None)
+            return math.fsum(values)
+        if op == "difference":
+            return values[0] - values[1]
+        if op == "mean":
+            return math.fsum(values) / len(values)
+        if op == "min":
+            return min(values)
+        if op == "max":
+            return max(values)
+        if op == "scale":
+            return values[0] * self.factor + self.offset
+        return self.total  # integral: the total up to the latest input sample
 
 
 def _finite(value: Any) -> bool:

@@ -60,6 +60,22 @@ def test_bad_input_makes_a_bad_result_naming_it() -> None:
     assert calc.compute() == Sample("calc.x", T0, None, Quality.BAD, "input d.b is not good")
 
 
+@pytest.mark.parametrize(("op", "values", "kw"), [
+    ("sum", [1e308, 1e308], {}),
+    ("mean", [1e308, 1e308], {}),
+    ("difference", [1e308, -1e308], {}),
+    ("scale", [1e308, 0.0], {"factor": 10.0}),
+])
+def test_result_out_of_range_is_a_bad_sample(op: str, values: list[float], kw: dict[str, float]) -> None:
+    """Finite inputs whose result does not fit a float give a bad sample saying so, never an exception in the
+    drivers' sink or an infinity in the statistics."""
+    calc = Calculation("x", op, ["d.a", "d.b"], **kw)
+    calc.observe("d.a", T0, values[0], Quality.GOOD)
+    calc.observe("d.b", T0, values[1], Quality.GOOD)
+
+    assert calc.compute() == Sample("calc.x", T0, None, Quality.BAD, "result out of range")
+
+
 def test_stale_input_makes_a_bad_result() -> None:
     """An input older than max_age_s when another updates makes the result bad."""
     calc = Calculation("x", "sum", ["d.a", "e.b"], max_age_s=5)
