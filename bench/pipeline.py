@@ -8,8 +8,10 @@ pymodbus loop reads the same registers once a second, 125 at a time, and does
 nothing with them: the floor no agent can go below.
 
 Printed: points/s polled and delivered (acknowledged by the broker), agent CPU µs per point (all threads
-of this process, measured after a warm-up), peak RSS, the bare loop's CPU µs per point, and the ratio.
-Target: ratio <= 2, RSS <= 80 MB.
+of this process, measured after a warm-up), RSS at the end of each run and the process's peak so far, the
+bare loop's CPU µs per point, and the ratio. Target, for the default configuration: ratio <= 2 and peak
+RSS <= 80 MB. The default run comes first, so the peak after it is its own (start-up included); the all-raw
+run holds every reading as a row until its batch is stored and peaks higher.
 
     python3 bench/pipeline.py [--registers 10000] [--seconds 20]
 """
@@ -35,9 +37,10 @@ from agent.signing import generate_key
 from config.loader import parse_config
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (``VmRSS``) or its peak so far (``VmHWM``), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,9 +84,10 @@ async def _measure_agent(agent: Agent, warmup: float, seconds: float) -> dict[st
     rss_now = _rss_mb()
     agent.stop()
     await task
+    peak_so_far = _rss_mb("VmHWM")
     points = s1 - s0
     return {"points": points, "wall": t1 - t0, "cpu": c1 - c0, "rows": rows1 - rows0, "backlog": backlog,
-            "rss_now": rss_now}
+            "rss_now": rss_now, "peak_so_far": peak_so_far}
 
 
 async def _measure_bare(port: int, registers: int, warmup: float, seconds: float) -> dict[str, float]:
@@ -156,7 +160,9 @@ def main() -> None:
         print(f"   agent CPU per point:              {agent_us:.2f} µs  ({a['cpu'] / a['wall'] * 100:.0f}% of a core)")
         print(f"   ratio agent / bare loop:          {agent_us / bare_us:.2f}x  (target <= 2x)")
         print(f"   RSS at the end of the run:        {a['rss_now']:.0f} MB")
-    print(f"peak RSS of the process:            {peak_rss:.0f} MB  (target <= 80 MB)")
+        print(f"   peak RSS of the process so far:   {a['peak_so_far']:.0f} MB"
+              + ("  (target <= 80 MB; this run comes first)" if not raw else ""))
+    print(f"peak RSS of the process:            {peak_rss:.0f} MB  (both runs and the bare loop)")
 
 
 if __name__ == "__main__":
