@@ -26,26 +26,12 @@ import termios
 import tty
 from dataclasses import dataclass, field
 
-
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc_table()
+from drivers.serial.checksum import crc16_modbus
 
 
 def crc16(data: bytes) -> bytes:
     """Modbus CRC-16 (poly 0xA001, init 0xFFFF), low byte first as sent on the wire."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _TABLE[(crc ^ byte) & 0xFF]
-    return struct.pack("<H", crc)
+    return struct.pack("<H", crc16_modbus(data))
 
 
 @dataclass
