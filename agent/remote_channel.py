@@ -22,13 +22,13 @@ import contextlib
 import json
 import ssl
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
 
 from agent.backoff import Backoff
+from agent.uplink import read_credentials
 from config.schema import AgentConfig, MqttConfig
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class RemoteChannel:
 
     async def _connect(self, mqtt: MqttConfig) -> aiomqtt.Client:
         try:
-            password, tls = await asyncio.to_thread(_credentials, mqtt)
+            password, tls = await asyncio.to_thread(read_credentials, mqtt)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise _SessionEnded(f"cannot prepare the connection: {exc}") from exc
         client = aiomqtt.Client(
@@ -204,23 +204,6 @@ class RemoteChannel:
                     async with asyncio.timeout(config.mqtt.publish_timeout_s):
                         await self._outbox_empty.wait()
                 raise _SessionEnded("the running [mqtt] or [remote_config] settings changed")
-
-
-def _credentials(mqtt: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
-    """Password and TLS material, read at every connect (blocking file I/O: run in a thread)."""
-    password: str | None = None
-    if mqtt.password is not None:
-        password = mqtt.password.get_secret_value()
-    elif mqtt.password_file is not None:
-        lines = Path(mqtt.password_file).read_text(encoding="utf-8").splitlines()
-        password = lines[0] if lines else ""
-    context: ssl.SSLContext | None = None
-    if mqtt.tls is not None:
-        ca = str(mqtt.tls.ca_file) if mqtt.tls.ca_file is not None else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-        if mqtt.tls.cert_file is not None and mqtt.tls.key_file is not None:
-            context.load_cert_chain(str(mqtt.tls.cert_file), str(mqtt.tls.key_file))
-    return password, context
 
 
 async def _close(client: aiomqtt.Client, *, graceful: bool) -> None:

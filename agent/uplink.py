@@ -37,7 +37,7 @@ arrival order.
 
 from __future__ import annotations
 
-__all__ = ["LANES", "MqttUplink", "UplinkStats"]
+__all__ = ["LANES", "MqttUplink", "UplinkStats", "read_credentials"]
 
 import asyncio
 import bisect
@@ -244,7 +244,7 @@ class MqttUplink:
         cfg = self._config
         try:
             async with asyncio.timeout(cfg.connect_timeout_s + 5.0):
-                settings = await asyncio.to_thread(self._read_credentials)
+                settings = await asyncio.to_thread(read_credentials, self._config)
                 client = self._new_client(*settings)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.stats.connect_failures += 1
@@ -268,24 +268,6 @@ class MqttUplink:
             _drop_client(client)
             raise
         return client
-
-    def _read_credentials(self) -> tuple[str | None, ssl.SSLContext | None]:
-        """Read the password file and TLS material (blocking file I/O, run in a thread at every connect so a
-        rotated certificate or password is picked up). The password is never logged."""
-        cfg = self._config
-        password: str | None = None
-        if cfg.password is not None:
-            password = cfg.password.get_secret_value()
-        elif cfg.password_file is not None:
-            lines = Path(cfg.password_file).read_text(encoding="utf-8").splitlines()
-            password = lines[0] if lines else ""
-        context: ssl.SSLContext | None = None
-        if cfg.tls is not None:
-            ca = str(cfg.tls.ca_file) if cfg.tls.ca_file is not None else None
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-            if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
-                context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
-        return password, context
 
     def _new_client(self, password: str | None, tls_context: ssl.SSLContext | None) -> aiomqtt.Client:
         cfg = self._config
@@ -623,3 +605,22 @@ def _drop_client(client: aiomqtt.Client) -> None:
     connected = client._connected
     if connected.done() and not connected.cancelled():
         connected.exception()
+
+
+def read_credentials(mqtt: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
+    """The MQTT password and TLS context of ``[mqtt]``. Blocking file I/O: run it in a thread, at every connect,
+    so a rotated certificate or password is picked up. The password is never logged. Shared by the uplink and
+    the remote configuration channel, which connect to the same broker with the same settings."""
+    password: str | None = None
+    if mqtt.password is not None:
+        password = mqtt.password.get_secret_value()
+    elif mqtt.password_file is not None:
+        lines = Path(mqtt.password_file).read_text(encoding="utf-8").splitlines()
+        password = lines[0] if lines else ""
+    context: ssl.SSLContext | None = None
+    if mqtt.tls is not None:
+        ca = str(mqtt.tls.ca_file) if mqtt.tls.ca_file is not None else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        if mqtt.tls.cert_file is not None and mqtt.tls.key_file is not None:
+            context.load_cert_chain(str(mqtt.tls.cert_file), str(mqtt.tls.key_file))
+    return password, context
