@@ -1,4 +1,4 @@
-"""Stand-ins for the parts that live on other branches (buffer, uplink, field drivers), for service tests.
+"""Stand-ins for the buffer, the uplink and a field driver, for service tests that are not about them.
 
 The service layer (sd_notify, watchdog, health endpoint, metrics) is tested against the real
 :class:`agent.runtime.Agent`, pipeline and batcher. Where the real buffer, MQTT uplink or a field driver
@@ -9,35 +9,23 @@ place (``install_standins``), and each can be stalled on purpose to test the wat
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import agent.uplink
 import buffer
 import drivers
 from agent.clock import Clock
 from agent.errors import BufferError
 from agent.sample import Quality, Sample, SampleSink
 from agent.wire import GENESIS_HASH
+from buffer import QueuedBatch
 from config.schema import AgentConfig
 
 if TYPE_CHECKING:
     import pytest
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedBatch:
-    seq: int
-    kind: str
-    created_ms: int
-    t0_ms: int
-    t1_ms: int
-    records: int
-    hash: bytes
-    frame: bytes
 
 
 @dataclass(slots=True)
@@ -211,11 +199,8 @@ def install_standins(monkeypatch: pytest.MonkeyPatch) -> None:
     MemoryQueue.instances.clear()
     LoopbackUplink.instances.clear()
     SimDriver.instances.clear()
-    monkeypatch.setattr(buffer, "AsyncDiskQueue", MemoryQueue, raising=False)
-    monkeypatch.setattr(buffer, "QueuedBatch", QueuedBatch, raising=False)
-    uplink_module = types.ModuleType("agent.uplink")
-    uplink_module.MqttUplink = LoopbackUplink  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agent.uplink", uplink_module)
+    monkeypatch.setattr(buffer, "AsyncDiskQueue", MemoryQueue)
+    monkeypatch.setattr(agent.uplink, "MqttUplink", LoopbackUplink)
     monkeypatch.setitem(drivers._REGISTRY, "modbus-tcp", "tests.service.standins:SimDriver")
 
 
