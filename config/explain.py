@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic.dataclasses import is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -62,14 +63,34 @@ def explain_errors(
     file: str,
     model: type[BaseModel],
 ) -> list[ConfigProblem]:
-    """One ConfigProblem per pydantic error, deduplicated and ordered by line."""
-    problems: list[ConfigProblem] = []
+    """One ConfigProblem per pydantic error, deduplicated and in file order: by line, then, for keys on one
+    line (an inline table), in the order they are written."""
+    ordered: list[tuple[int, tuple[int, ...], ConfigProblem]] = []
     for error in errors:
-        problem = _Explainer(error, data, locator, file, model).problem()
-        if problem not in problems:
-            problems.append(problem)
-    problems.sort(key=lambda p: p.line or 0)
-    return problems
+        explainer = _Explainer(error, data, locator, file, model)
+        problem = explainer.problem()
+        if all(problem != p for _, _, p in ordered):
+            ordered.append((problem.line or 0, _written_order(data, explainer.path), problem))
+    ordered.sort(key=lambda item: item[:2])
+    return [problem for _, _, problem in ordered]
+
+
+def _written_order(data: Mapping[str, Any], path: Sequence[str | int]) -> tuple[int, ...]:
+    """Where each step of ``path`` comes in its table or array as written (TOML keeps the file's order);
+    a key that is not in the file (a missing one) comes after those that are."""
+    order: list[int] = []
+    node: Any = data
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            order.append(list(node).index(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            order.append(part)
+            node = node[part]
+        else:
+            order.append(1 << 30)
+            break
+    return tuple(order)
 
 
 def format_key(path: Sequence[str | int]) -> str:
@@ -137,7 +158,8 @@ class _Explainer:
         model: type[BaseModel],
     ) -> None:
         self.error = error
-        self.type = error["type"]
+        # A dataclass (tags) reports an unknown key as an unexpected keyword argument; same mistake.
+        self.type = "extra_forbidden" if error["type"] == "unexpected_keyword_argument" else error["type"]
         self.ctx: dict[str, Any] = dict(error.get("ctx") or {})
         self.data = data
         self.locator = locator
@@ -186,8 +208,8 @@ class _Explainer:
         node: Any = self.data
         for part in path:
             tp = _unwrap(tp, node)
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                info = tp.model_fields.get(str(part))
+            if _is_model(tp):
+                info = _fields(tp).get(str(part))
                 if info is None:
                     return None, None
                 tp = info.annotation
@@ -276,7 +298,7 @@ class _Explainer:
         parent, name = self.path[:-1], self.path[-1]
         line = self.locator.line_of(parent) if parent else None
         tp, _ = self._schema_at(self.path)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if _is_model(tp):
             return parent, line, f"missing required table [{format_key(self.path)}]"
         if get_origin(tp) is list and _is_model(_unwrap(get_args(tp)[0], None)):
             headers = f"[[{format_key(self.path)}]]"
@@ -286,8 +308,8 @@ class _Explainer:
     def _unknown_key(self) -> str:
         what = "unknown key (typo, or not supported in this version"
         parent_type, _ = self._schema_at(self.path[:-1])
-        if isinstance(parent_type, type) and issubclass(parent_type, BaseModel):
-            return f"{what}; allowed here: {', '.join(parent_type.model_fields)})"
+        if _is_model(parent_type):
+            return f"{what}; allowed here: {', '.join(_fields(parent_type))})"
         return what + ")"
 
     def _union_tag(self) -> tuple[KeyPath, int | None, str]:
@@ -321,8 +343,8 @@ class _Explainer:
         annotation = info.annotation if info is not None else tp
         tags = []
         for member in _flatten(annotation):
-            if _is_model(member) and discriminator in member.model_fields:
-                tags.extend(_literal_members(member.model_fields[discriminator].annotation))
+            if _is_model(member) and discriminator in _fields(member):
+                tags.extend(_literal_members(_fields(member)[discriminator].annotation))
         return ", ".join(repr(t) for t in tags)
 
     def _expected_type(self) -> str:
@@ -391,7 +413,14 @@ def _first_lower(text: str) -> str:
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    """A table in the schema: a model, or a pydantic dataclass (used for tags, see config.types.STRICT)."""
+    return isinstance(tp, type) and (issubclass(tp, BaseModel) or is_pydantic_dataclass(tp))
+
+
+def _fields(tp: type[Any]) -> dict[str, FieldInfo]:
+    """The fields of a model or a pydantic dataclass, by name."""
+    fields: dict[str, FieldInfo] = tp.model_fields if issubclass(tp, BaseModel) else tp.__pydantic_fields__
+    return fields
 
 
 def _is_table_like(value: Any) -> bool:
@@ -423,7 +452,7 @@ def _unwrap(tp: Any, node: Any) -> Any:
         for member in members:
             if _is_model(member) and any(
                 name in node and node[name] in _literal_members(field.annotation)
-                for name, field in member.model_fields.items()
+                for name, field in _fields(member).items()
             ):
                 return member
     return tp

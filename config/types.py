@@ -8,7 +8,15 @@ Use these instead of bare ``int``/``str`` so every model gets the same rules and
 from __future__ import annotations
 
 __all__ = [
-    "FULL_TAG_PATTERN", "NAME_PATTERN", "PATTERN_HELP", "ConfigValueError", "Name", "Port", "Seconds", "StrictModel",
+    "FULL_TAG_PATTERN",
+    "NAME_PATTERN",
+    "PATTERN_HELP",
+    "STRICT",
+    "ConfigValueError",
+    "Name",
+    "Port",
+    "Seconds",
+    "StrictModel",
 ]
 
 from collections.abc import Sequence
@@ -29,11 +37,17 @@ PATTERN_HELP: dict[str, str] = {
 }
 
 
-class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo must never be silently ignored), loaded config is immutable, and
-    ``inf``/``nan`` (valid TOML floats) are refused: no setting means anything with them."""
+#: Unknown keys are errors (a typo must never be silently ignored) and ``inf``/``nan`` (valid TOML floats)
+#: are refused: no setting means anything with them. Models get it through :class:`StrictModel`; the
+#: slotted dataclasses used where a config holds thousands of one item (tags) are declared
+#: ``@dataclass(frozen=True, slots=True, kw_only=True, config=STRICT)``.
+STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False)
+
+class StrictModel(BaseModel):
+    """A configuration table with the :data:`STRICT` rules, immutable once loaded."""
+
+    model_config = ConfigDict(**STRICT, frozen=True)
 
 
 class ConfigValueError(ValueError):

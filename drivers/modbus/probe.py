@@ -41,11 +41,11 @@ def build_device(parsed: ModbusUrl, *, timeout_s: float = 1.0) -> ModbusDevice:
     """A device model for the URL, validated like a configuration file (same messages)."""
     if parsed.table is None or parsed.address is None:
         raise UrlError("give the table and address to read, e.g. /1/hr/40001")
-    tags: list[dict[str, Any]] = []
+    tags: list[ModbusTag] = []
     address = parsed.address
     for i in range(parsed.count):
         tag = ModbusTag(name=f"v{i}", table=parsed.table, address=address, **parsed.tag)
-        tags.append(tag.model_dump(exclude_defaults=True))
+        tags.append(tag)
         address += tag.registers
     settings: dict[str, Any] = {"timeout_s": timeout_s, "retries": 0, "reconnect_max_s": 1.0}
     return _DEVICE.validate_python({**settings, **parsed.device, "tags": tags})
