@@ -1,8 +1,9 @@
 """Turn the registers or bits of one read response into samples, in bulk.
 
 Why bulk: at 10,000 registers a second the decoder runs for every register, so it must cost a small fraction
-of what pymodbus spends receiving them. A response's registers are packed into bytes once (``struct.pack``),
-then every tag of the request is unpacked by a handful of precompiled ``struct.Struct`` objects, one per
+of what pymodbus spends receiving them. A response arrives as its register bytes, as sent (big-endian words;
+see ``drivers.modbus.link``), and every tag of the request is unpacked from them by a handful of precompiled
+``struct.Struct`` objects, one per
 byte-order variant and layer of non-overlapping tags, with pad bytes over the gaps. Python-level work per tag
 is then one tuple for the sample, plus a small function only for tags that need it (scale, floats, bits,
 BCD, enums, strings).
@@ -12,7 +13,7 @@ written in the order they travel on the wire. ``ABCD`` is plain big-endian (the 
 ``CDAB`` swaps the 16-bit words (common for floats in PLCs); ``BADC`` swaps the bytes inside each word;
 ``DCBA`` is fully little-endian. For 64-bit values the same names mean the same rule applied to four words
 (``CDAB`` = words in reverse order, bytes inside each word big-endian). Implementation: with the registers
-packed big-endian (``be``) and byte-swapped (``sw``), ABCD = big-endian read of ``be``, DCBA = little-endian
+as sent (``be``) and byte-swapped inside each word (``sw``), ABCD = big-endian read of ``be``, DCBA = little-endian
 read of ``be``, BADC = big-endian read of ``sw``, CDAB = little-endian read of ``sw``. Strings honour only
 the byte swap inside words (BADC/DCBA), since words of text are never reordered.
 
@@ -34,6 +35,7 @@ __all__ = ["BitBlockDecoder", "DecodedTag", "RegisterBlockDecoder", "bad_samples
 
 import math
 import struct
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -213,8 +215,8 @@ class RegisterBlockDecoder:
         self.count = count
         self.tags = tuple(tags)
         self.names = tuple(t.name for t in tags)
+        self._size = 2 * count
         self._pack_be = struct.Struct(f">{count}H").pack
-        self._pack_sw = struct.Struct(f"<{count}H").pack
         self._needs_sw = any(t.swapped for t in tags)
         self._layers = self._build_layers()
 
@@ -259,15 +261,31 @@ class RegisterBlockDecoder:
                 )
         return tuple(layers)
 
-    def decode(self, out: list[Sample], registers: Sequence[int], ts_ms: int) -> None:
+    def _words(self, registers: bytes | Sequence[int]) -> tuple[bytes, bytes] | str:
+        """The response as sent and byte-swapped inside each word, or why it cannot be decoded.
+
+        ``registers`` is the register bytes as they came off the wire (what the driver passes), or the
+        registers as numbers (tools and tests)."""
+        got = len(registers) // 2 if isinstance(registers, bytes) else len(registers)
+        if got < self.count:
+            return f"short response: {got} of {self.count} registers"
+        if isinstance(registers, bytes):
+            be = registers if len(registers) == self._size else registers[: self._size]
+        else:
+            be = self._pack_be(*registers[: self.count])
+        if not self._needs_sw:
+            return be, be
+        words = array("H", be)
+        words.byteswap()
+        return be, words.tobytes()
+
+    def decode(self, out: list[Sample], registers: bytes | Sequence[int], ts_ms: int) -> None:
         """Append one sample per tag. ``registers`` is the response, ``count`` words."""
-        if len(registers) < self.count:
-            bad_samples(out, self.names, ts_ms, f"short response: {len(registers)} of {self.count} registers")
+        words = self._words(registers)
+        if isinstance(words, str):
+            bad_samples(out, self.names, ts_ms, words)
             return
-        if len(registers) > self.count:
-            registers = registers[: self.count]
-        be = self._pack_be(*registers)
-        sw = self._pack_sw(*registers) if self._needs_sw else be
+        be, sw = words
         append = out.append
         for layer in self._layers:
             values = layer.unpack_from(sw if layer.swapped else be, 0)
@@ -286,15 +304,13 @@ class RegisterBlockDecoder:
                     append(post(name, ts_ms, v))
 
 
-    def decode_poll(self, poll: Poll, registers: Sequence[int], ts_ms: int) -> None:
+    def decode_poll(self, poll: Poll, registers: bytes | Sequence[int], ts_ms: int) -> None:
         """Add the response to ``poll``: one block per layer that can be one, samples for the rest."""
-        if len(registers) < self.count:
-            bad_samples(poll, self.names, ts_ms, f"short response: {len(registers)} of {self.count} registers")
+        words = self._words(registers)
+        if isinstance(words, str):
+            bad_samples(poll, self.names, ts_ms, words)
             return
-        if len(registers) > self.count:
-            registers = registers[: self.count]
-        be = self._pack_be(*registers)
-        sw = self._pack_sw(*registers) if self._needs_sw else be
+        be, sw = words
         for layer in self._layers:
             data = sw if layer.swapped else be
             block = layer.block

@@ -23,7 +23,7 @@ from agent.clock import SystemClock
 from agent.sample import Quality, Sample
 from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusTag
 from drivers.modbus.decode import BitBlockDecoder, RegisterBlockDecoder, compile_tag
-from drivers.modbus.link import ModbusLink, ReadError, describe
+from drivers.modbus.link import ModbusLink, ReadError, describe, registers_of
 from drivers.modbus.url import ModbusUrl, UrlError, parse_url
 
 _DEVICE: TypeAdapter[ModbusDevice] = TypeAdapter(ModbusDevice)
@@ -71,7 +71,7 @@ async def probe(device: ModbusDevice, out: TextIO) -> tuple[int, list[Sample], l
         table = tags[0].table
         function_code = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}[table]
         try:
-            raw = await link.read(
+            answer = await link.read(
                 device.unit, function_code, first, count, timeout_s=device.timeout_s, retries=device.retries
             )
         except ReadError as exc:
@@ -84,7 +84,8 @@ async def probe(device: ModbusDevice, out: TextIO) -> tuple[int, list[Sample], l
             else RegisterBlockDecoder(first, count, compiled)
         )
         samples: list[Sample] = []
-        decoder.decode(samples, raw, 0)  # type: ignore[arg-type]
+        decoder.decode(samples, answer, 0)  # type: ignore[arg-type]
+        raw = answer if isinstance(answer, list) else registers_of(answer)
         return (0 if all(s.quality == Quality.GOOD for s in samples) else 1), samples, raw
     finally:
         link.close()

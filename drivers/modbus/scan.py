@@ -22,13 +22,14 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from agent.clock import SystemClock
-from drivers.modbus.config import BIT_TABLES, ModbusDevice
+from drivers.modbus.config import ModbusDevice
 from drivers.modbus.link import (
     ExceptionResponseError,
     ModbusLink,
     NoResponseError,
     NotConnectedError,
     describe,
+    registers_of,
 )
 from drivers.modbus.probe import _DEVICE, _validation_text
 from drivers.modbus.url import UrlError, parse_url
@@ -95,7 +96,7 @@ async def scan(device: ModbusDevice, units: list[int], out: TextIO) -> list[int]
                 break
             else:
                 found.append(unit)
-                shown = values[0] if tag.table not in BIT_TABLES else bool(values[0])
+                shown = bool(values[0]) if isinstance(values, list) else registers_of(values)[0]
                 print(f"unit {unit}: answers ({tag.table} {tag.address} = {shown})", file=out)
     finally:
         link.close()

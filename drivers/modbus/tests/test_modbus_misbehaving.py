@@ -42,7 +42,13 @@ class MisbehavingDevice:
                     unit = (unit + 1) & 0xFF
                 elif fault == "short":
                     data = data[:-2]
-                body = bytes([function, len(data)]) + data
+                byte_count = len(data)
+                if fault == "odd":  # one stray byte after the registers, counted
+                    data += b"\xee"
+                    byte_count += 1
+                elif fault == "overcount":  # claims more bytes than the frame holds
+                    byte_count += 2
+                body = bytes([function, byte_count]) + data
                 writer.write(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
                 await writer.drain()
         writer.close()
@@ -59,8 +65,10 @@ class MisbehavingDevice:
 
 
 @contextlib.asynccontextmanager
-async def polling(device: MisbehavingDevice, sink: Collector, count: int = 3) -> AsyncIterator[ModbusDriver]:
-    tags = [{"name": f"r{i}", "address": 10 + i} for i in range(count)]
+async def polling(
+    device: MisbehavingDevice, sink: Collector, count: int = 3, table: str = "holding"
+) -> AsyncIterator[ModbusDriver]:
+    tags = [{"name": f"r{i}", "table": table, "address": 10 + i} for i in range(count)]
     config = tcp_device(
         device.port, tags, timeout_s=0.2, retries=0, reconnect_max_s=0.2, failures_before_backoff=50
     )
@@ -87,6 +95,39 @@ async def test_reply_with_wrong_id_is_no_answer_then_recovers(fault: str) -> Non
 
     assert bad[0].reason == "no response within 0.2 s (1 attempts)"
     assert [s.value for s in good] == [10, 11, 12]
+
+
+@pytest.mark.parametrize("table", ["holding", "input"])
+async def test_registers_are_decoded_from_the_bytes_as_sent(table: str) -> None:
+    """Function codes 3 and 4 both arrive as register bytes (the link's WordsResponse) and decode alike."""
+    sink = Collector()
+    async with MisbehavingDevice() as device, polling(device, sink, table=table):
+        good = await sink.wait_for(all_good)
+
+    assert [s.value for s in good] == [10, 11, 12]
+
+
+async def test_odd_byte_count_ignores_the_stray_byte() -> None:
+    """A byte count one more than the registers (a stray byte after them): the registers are read, as
+    pymodbus itself reads such a reply."""
+    sink = Collector()
+    async with MisbehavingDevice() as device, polling(device, sink):
+        device.fault = "odd"
+        await sink.wait_for(all_good)  # anything polled before the fault took effect
+        good = await sink.wait_for(all_good)
+
+    assert [s.value for s in good] == [10, 11, 12]
+
+
+async def test_byte_count_past_the_frame_is_no_answer() -> None:
+    """A reply whose byte count claims more than the frame holds is dropped, never decoded: bad samples."""
+    sink = Collector()
+    async with MisbehavingDevice() as device, polling(device, sink):
+        await sink.wait_for(all_good)
+        device.fault = "overcount"
+        bad = await sink.wait_for(all_bad)
+
+    assert bad[0].reason == "no response within 0.2 s (1 attempts)"
 
 
 async def test_short_response_is_bad_not_misaligned() -> None:
