@@ -211,18 +211,18 @@ class RegisterBlockDecoder:
         for t in tags:
             if t.address < start or t.address + t.registers > start + count:
                 raise ValueError(f"tag {t.name} at {t.address} is outside the block {start}+{count}")
+        # The compiled tags are not kept: everything decoding needs is in the layers.
         self.start = start
         self.count = count
-        self.tags = tuple(tags)
         self.names = tuple(t.name for t in tags)
         self._size = 2 * count
         self._pack_be = struct.Struct(f">{count}H").pack
         self._needs_sw = any(t.swapped for t in tags)
-        self._layers = self._build_layers()
+        self._layers = self._build_layers(tags)
 
-    def _build_layers(self) -> tuple[_Layer, ...]:
+    def _build_layers(self, tags: Sequence[DecodedTag]) -> tuple[_Layer, ...]:
         groups: dict[tuple[bool, bool, bool], list[DecodedTag]] = {}
-        for t in sorted(self.tags, key=lambda t: t.address):
+        for t in sorted(tags, key=lambda t: t.address):
             groups.setdefault((t.swapped, t.little, t.blockable), []).append(t)
         layers: list[_Layer] = []
         for (swapped, little, blockable), members in groups.items():
@@ -341,7 +341,6 @@ class BitBlockDecoder:
                 raise ValueError(f"tag {t.name} at {t.address} is outside the block {start}+{count}")
         self.start = start
         self.count = count
-        self.tags = tuple(tags)
         self.names = tuple(t.name for t in tags)
         self._offsets = tuple(t.address - start for t in tags)
 
