@@ -23,12 +23,15 @@ __all__ = ["GAP_COLUMNS", "Batcher", "BatcherStats"]
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import add, itemgetter, sub
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent import wire
 from agent.clock import Clock, SystemClock
+from agent.column_rows import ColumnRows
 from agent.errors import BufferError
 from agent.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
 from agent.signing import BatchSigner
@@ -78,7 +81,8 @@ class Batcher:
         self._next_declare = 0.0  # monotonic time of the next check for drops to declare
         self._seq = 0
         self._prev = wire.GENESIS_HASH
-        self._pending: list[tuple[str, str, list[Any]]] = []  # (kind, table, rows) not yet stored
+        # (kind, table, rows) not yet stored; rows are lists of lists, or ColumnRows (agent.column_rows).
+        self._pending: list[tuple[str, str, Sequence[list[Any]]]] = []
 
     async def open(self) -> None:
         self._seq, self._prev = await self.queue.chain_head()
@@ -96,6 +100,7 @@ class Batcher:
             self._pending.insert(first_other, ("alarm", "alarm", output.alarm))
         if output.win:
             self._pending.append((kind, "win", output.win))
+        self._pending.extend((kind, "win", rows) for rows in output.win_blocks if rows)
         if output.raw:
             self._pending.append((kind, "raw", output.raw))
         await self.flush(final=final)
@@ -114,23 +119,24 @@ class Batcher:
                 await self._declare_drops()
             while self._pending:
                 kind = self._pending[0][0]
-                tables: dict[str, list[Any]] = {}
+                tables: dict[str, list[Sequence[list[Any]]]] = {}  # per table, its runs of rows in order
                 taken = 0
                 while self._pending and self._pending[0][0] == kind and taken < self.max_rows:
                     _, name, rows = self._pending[0]
                     room = self.max_rows - taken
-                    chunk, rest = rows[:room], rows[room:]
-                    tables.setdefault(name, []).extend(chunk)
-                    taken += len(chunk)
-                    if rest:
+                    if len(rows) > room:
+                        chunk, rest = rows[:room], rows[room:]
                         self._pending[0] = (kind, name, rest)
                     else:
+                        chunk = rows
                         self._pending.pop(0)
+                    tables.setdefault(name, []).append(chunk)
+                    taken += len(chunk)
                 try:
                     await self._append(kind, tables)
                 except BufferError:
                     # Put the rows back in front, in order, for the next attempt.
-                    self._pending[:0] = [(kind, name, rows) for name, rows in tables.items()]
+                    self._pending[:0] = [(kind, name, rows) for name, runs in tables.items() for rows in runs]
                     raise
         except BufferError as exc:
             self.stats.append_failures += 1
@@ -173,24 +179,24 @@ class Batcher:
         log.warning("gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
                     records=sum(d.records for d in drops), reasons=sorted({d.reason for d in drops}))
 
-    async def _append(self, kind: str, tables: dict[str, list[Any]]) -> None:
+    async def _append(self, kind: str, tables: dict[str, list[Sequence[list[Any]]]]) -> None:
+        runs = [(name, rows) for name, parts in tables.items() for rows in parts]
         # Columns of every table start with (tag, time); windows also carry their length third.
-        t0 = min(min(row[1] for row in rows) for rows in tables.values())
-        t1 = max(max((row[1] + row[2]) if name == "win" else row[1] for row in rows)
-                 for name, rows in tables.items())
+        t0 = min(min(_column(rows, 1)) for _, rows in runs)
+        t1 = max(max(map(add, _column(rows, 1), _column(rows, 2))) if name == "win" else max(_column(rows, 1))
+                 for name, rows in runs)
         # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
-        tags = list(dict.fromkeys(row[0] for rows in tables.values() for row in rows))
+        tags = list(dict.fromkeys(chain.from_iterable(_column(rows, 0) for _, rows in runs)))
         index = {tag: i for i, tag in enumerate(tags)}
-        packed: dict[str, tuple[list[str], int, Iterable[list[Any]]]] = {}
+        packed: dict[str, tuple[list[str], int, Iterable[Sequence[Any]]]] = {}
         n = 0
-        for name, rows in tables.items():
+        for name, parts in tables.items():
             cols = _COLUMNS.get(name)
             if cols is None:
                 raise ValueError(f"unknown table {name!r}")
-            # Every table starts with (tag, time): the tag becomes its dictionary index, the time an offset.
-            # Made one row at a time while packing, so the wire rows never all exist next to the pipeline's.
-            packed[name] = (cols, len(rows), ([index[r[0]], r[1] - t0, *r[2:]] for r in rows))
-            n += len(rows)
+            count = sum(map(len, parts))
+            packed[name] = (cols, count, chain.from_iterable(_wire_rows(rows, index, t0) for rows in parts))
+            n += count
         body = wire.encode_body_rows(tags, packed, self.compression)
         await self._store(kind, body, t0, t1, n)
 
@@ -211,3 +217,20 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += records
         self.stats.bytes += len(batch.frame)
+
+
+def _column(rows: Sequence[Sequence[Any]], j: int) -> Iterable[Any]:
+    """Field ``j`` of every row."""
+    if type(rows) is ColumnRows:
+        return rows.columns[j]
+    return map(itemgetter(j), rows)
+
+
+def _wire_rows(rows: Sequence[Sequence[Any]], index: dict[str, int], t0: int) -> Iterable[Sequence[Any]]:
+    """The rows as packed: every table starts with (tag, time), the tag becomes its index in the batch's
+    dictionary and the time an offset from ``t0``. Made one row at a time while packing, so the wire rows
+    never all exist next to the pipeline's (from ColumnRows: C-level, as tuples, which pack alike)."""
+    if type(rows) is ColumnRows:
+        tags, times, *rest = rows.columns
+        return zip(map(index.__getitem__, tags), map(sub, times, repeat(t0)), *rest, strict=True)
+    return ([index[r[0]], r[1] - t0, *r[2:]] for r in rows)

@@ -33,7 +33,9 @@ always fed per sample; a tag that also gets a sample (a failed poll's bad sample
 samples because of a NaN) or a row of another layout (a re-planned request) in the same window is replayed
 at that moment; a layout whose timestamps go backwards is replayed whole; a block that arrives after its
 window closed is handled as its samples (late, raw rows). The ``non_finite`` count of a column replayed at
-close is counted then.
+close is counted then. The window rows of a layout's column-path tags leave as one
+:class:`agent.column_rows.ColumnRows` in ``PipelineOutput.win_blocks`` (the statistics as columns, turned
+into rows only when packed), the other window rows as lists in ``PipelineOutput.win``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from agent.aggregates import WindowStats, column_stats, columns_stats
 from agent.alarms import ALARM_COLUMNS, AlarmEngine, TagAlarms
 from agent.calculated import Calculation
 from agent.clock import Clock, SystemClock
+from agent.column_rows import ColumnRows, Repeated
 from agent.deadband import Deadband
 from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
 
@@ -133,9 +136,15 @@ class PipelineOutput:
     win: list[list[Any]] = field(default_factory=list)
     raw: list[list[Any]] = field(default_factory=list)
     alarm: list[list[Any]] = field(default_factory=list)
+    #: More window rows, of tags read in sample blocks: one ColumnRows per block layout and window.
+    win_blocks: list[ColumnRows] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.win or self.raw or self.alarm)
+        return bool(self.win or self.raw or self.alarm or self.win_blocks)
+
+    def window_rows(self) -> list[list[Any]]:
+        """Every window row as a list: ``win`` then the rows of ``win_blocks``."""
+        return [*self.win, *(row for rows in self.win_blocks for row in rows)]
 
 
 class Pipeline:
@@ -535,7 +544,7 @@ class Pipeline:
         win.good += 1
         win.add_value(ts, value)
 
-    def _close_rows(self, rows: _BlockRows, start: int, out: list[list[Any]]) -> None:
+    def _close_rows(self, rows: _BlockRows, start: int, out: PipelineOutput) -> None:
         """The window rows of a layout's tags still on the column path."""
         if not rows.ts:
             return
@@ -557,20 +566,22 @@ class Pipeline:
         result = columns_stats(columns, ts, held, lead, rows.carry, exact=exact)
         if result is not None:
             # Every statistic of every tag at once, then the rows built by zip, all C-level.
-            means, stds, twas, lows, low_ms, highs, high_ms = result
+            # Every statistic of every tag at once, kept as columns (agent.column_rows), all C-level.
             firsts = list(map(_first, columns))
             lasts = list(map(_last, columns))
-            made = map(list, zip(
-                names, repeat(start), repeat(w_ms), repeat(n), repeat(n), repeat(0), lows, highs, means, lasts,
-                repeat(0), repeat(n), twas, stds, firsts, repeat(first_ms), repeat(last_ms), low_ms, high_ms,
-            ))
-            carried = zip(names, zip(repeat(start), lasts, strict=False), strict=True)
+            stats: list[Sequence[Any]] = [names, *result, firsts, lasts]
             if slow:
                 fast = [i not in slow for i in range(len(names))]
-                made = compress(made, fast)
-                carried = compress(carried, fast)
-            out.extend(made)
-            self._carry.update(carried)
+                stats = [list(compress(column, fast)) for column in stats]
+            tags, means, stds, twas, lows, low_ms, highs, high_ms, firsts, lasts = stats
+            k = len(tags)
+            n_k = Repeated(n, k)
+            zero_k = Repeated(0, k)
+            out.win_blocks.append(ColumnRows([  # in WIN_COLUMNS order
+                tags, Repeated(start, k), Repeated(w_ms, k), n_k, n_k, zero_k, lows, highs, means, lasts,
+                zero_k, n_k, twas, stds, firsts, Repeated(first_ms, k), Repeated(last_ms, k), low_ms, high_ms,
+            ]))
+            self._carry.update(zip(tags, zip(repeat(start), lasts, strict=False), strict=True))
             return
         # Some column is not finite (or overflows): tag by tag, those ones through WindowStats.
         carry = self._carry
@@ -586,7 +597,7 @@ class Pipeline:
                 continue
             mean, std, twa, low, low_ms_i, high, high_ms_i = one
             last = values[-1]
-            out.append([
+            out.win.append([
                 name, start, w_ms, n, n, 0, low, high, mean, last, 0, n, twa, std, values[0], first_ms, last_ms,
                 low_ms_i, high_ms_i,
             ])
@@ -596,7 +607,7 @@ class Pipeline:
             bucket = self._open[start]
             for i in replay:
                 name = names[i]
-                self._close_window(name, start, bucket.pop(name), out)
+                self._close_window(name, start, bucket.pop(name), out.win)
 
     def tick(self) -> None:
         """Evaluate alarm deadlines due now (the runtime's timer path)."""
@@ -630,7 +641,7 @@ class Pipeline:
             blocks = self._blocks.pop(start, None)
             if blocks is not None:
                 for block_rows in blocks.rows.values():
-                    self._close_rows(block_rows, start, rows)
+                    self._close_rows(block_rows, start, out)
             bucket = self._open.pop(start)
             for tag, win in bucket.items():
                 self._close_window(tag, start, win, rows)
@@ -638,7 +649,7 @@ class Pipeline:
             self._closed_before = max(self._closed_before, now_ms - now_ms % w_ms + w_ms)
         else:
             self._closed_before = max(self._closed_before, horizon - horizon % w_ms)
-        self.stats.windows += len(rows)
+        self.stats.windows += len(rows) + sum(map(len, out.win_blocks))
         self.stats.raw_rows += len(out.raw)
         return out
 

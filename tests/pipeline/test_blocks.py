@@ -150,7 +150,7 @@ def _run(lays: list[_Layout], events: list[tuple[str, Any]], hooks: dict[str, An
         tail.record(fed)
     clock._now += 60
     outputs.append(p.collect(final=True))
-    win = sorted((row for out in outputs for row in out.win), key=lambda r: (r[1], r[0]))
+    win = sorted((row for out in outputs for row in out.window_rows()), key=lambda r: (r[1], r[0]))
     raw = [row for out in outputs for row in out.raw]
     alarm = [row for out in outputs for row in out.alarm]
     return win, raw, alarm, p.stats, tail.select(["*"])
@@ -201,7 +201,7 @@ def test_plain_blocks_stay_columns_until_close() -> None:
 
     assert p._open[T0] == {}  # nothing per tag: only the rows of bytes
     clock._now = 13
-    rows = {row[0]: dict(zip(WIN_COLUMNS, row, strict=True)) for row in p.collect().win}
+    rows = {row[0]: dict(zip(WIN_COLUMNS, row, strict=True)) for row in p.collect().window_rows()}
 
     a = rows["d.a"]
     assert (a["count"], a["good"], a["bad"], a["min"], a["max"], a["first"], a["last"]) == (3, 3, 0, 1, 3, 1, 2)
