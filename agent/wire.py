@@ -46,7 +46,10 @@ __all__ = [
     "verify_frame",
 ]
 
+import collections
 import hashlib
+import itertools
+import operator
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,6 +60,8 @@ import zstandard
 
 from agent.errors import SignatureError, WireFormatError
 from agent.signing import BatchSigner, TrustStore
+
+_first = operator.itemgetter(0)
 
 FORMAT_VERSION = 1
 GENESIS_HASH = bytes(32)
@@ -157,10 +162,11 @@ def encode_body_rows(
         pack(cols)
         pack("rows")
         packer.pack_array_header(count)
-        packed = 0
-        for row in rows:
-            pack(row)
-            packed += 1
+        # pack() over the rows in a C-level loop (a deque of length 0 only drives the iterator); the
+        # counter, zipped behind the rows, ends at the number of rows packed.
+        counter = itertools.count()
+        collections.deque(map(pack, map(_first, zip(rows, counter, strict=False))), maxlen=0)
+        packed = next(counter)
         if packed != count:
             raise ValueError(f"table {name!r}: {packed} rows, {count} announced")
     return _compress(enc, packer.bytes())

@@ -68,3 +68,12 @@ def test_body_from_streamed_rows_is_the_same_bytes(enc: str) -> None:
     )
 
     assert streamed == wire.encode_body(["a", "b", "c"], tables, 0, enc)
+
+
+@pytest.mark.parametrize("given", [2, 4])
+def test_streamed_rows_must_match_their_announced_count(given: int) -> None:
+    """The array header is written before the rows: fewer or more rows than announced is a bug, refused."""
+    rows = [[0, i] for i in range(given)]
+
+    with pytest.raises(ValueError, match=f"{given} rows, 3 announced"):
+        wire.encode_body_rows(["a"], {"raw": (["tag", "ts"], 3, iter(rows))})
