@@ -216,6 +216,7 @@ class Agent:
             old_devices = old.devices if old is not None else {}
             for name in old_devices.keys() - new.devices.keys():
                 await self._stop_driver(name)
+                self.last_values.forget(f"{name}.")  # a removed device's tags leave `mine-agent tail`
                 result.stopped.append(f"device:{name}")
             for name, dev in new.devices.items():
                 if name not in old_devices:
@@ -223,6 +224,7 @@ class Agent:
                     result.started.append(f"device:{name}")
                 elif old_devices[name] != dev:
                     await self._stop_driver(name)
+                    self.last_values.forget(f"{name}.")  # its tags may have changed; the next poll refills
                     self._start_driver(name, dev)
                     result.restarted.append(f"device:{name}")
                 else:

@@ -175,6 +175,26 @@ async def test_reload_applies_health_settings(tmp_path: Path, signer: BatchSigne
             assert agent.ready.is_set()
 
 
+async def test_reload_that_removes_a_device_drops_its_tags_from_tail(
+    tmp_path: Path, signer: BatchSigner, notify_receiver: NotifyReceiver
+) -> None:
+    """`mine-agent tail` shows only configured tags: a device removed by a reload leaves it."""
+    async with running(tmp_path, signer, notify_receiver) as (agent, path, _):
+        await notify_receiver.wait_for("READY=1")
+        for _ in range(100):
+            if agent.last_values.select(["plc1.*"]):
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(agent.last_values.select(["*"])) == [f"plc{d}.t{i}" for d in (0, 1) for i in range(3)]
+        path.write_text(config_toml(make_config(tmp_path, devices=1)))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await notify_receiver.wait_for("RELOADING=1")
+        await notify_receiver.wait_for("READY=1")
+
+        assert agent.last_values.select(["plc1.*"]) == {}
+        assert sorted(agent.last_values.select(["*"])) == [f"plc0.t{i}" for i in range(3)]
+
+
 async def test_stop_during_a_slow_buffer_append_loses_no_rows(tmp_path: Path, signer: BatchSigner,
                                                               notify_receiver: NotifyReceiver) -> None:
     """SIGTERM while a flush waits on the buffer: that flush completes, then the final one; no row is lost."""
