@@ -565,15 +565,14 @@ class Pipeline:
             columns = list(map(layout.column, columns, range(len(names))))
         result = columns_stats(columns, ts, held, lead, rows.carry, exact=exact)
         if result is not None:
-            # Every statistic of every tag at once, then the rows built by zip, all C-level.
             # Every statistic of every tag at once, kept as columns (agent.column_rows), all C-level.
             firsts = list(map(_first, columns))
             lasts = list(map(_last, columns))
-            stats: list[Sequence[Any]] = [names, *result, firsts, lasts]
+            fields: list[Sequence[Any]] = [names, *result, firsts, lasts]
             if slow:
                 fast = [i not in slow for i in range(len(names))]
-                stats = [list(compress(column, fast)) for column in stats]
-            tags, means, stds, twas, lows, low_ms, highs, high_ms, firsts, lasts = stats
+                fields = [list(compress(column, fast)) for column in fields]
+            tags, means, stds, twas, lows, low_ms, highs, high_ms, firsts, lasts = fields
             k = len(tags)
             n_k = Repeated(n, k)
             zero_k = Repeated(0, k)
