@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import LoopThread
 from tests.peers.mosquitto import Mosquitto
 
 
@@ -19,3 +20,11 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
     finally:
         b.kill()
+
+
+@pytest.fixture
+def peers() -> Iterator[LoopThread]:
+    """An event loop in a thread of its own, where simulated PLCs and other peers run beside the agent."""
+    loop = LoopThread()
+    yield loop
+    loop.close()

@@ -39,13 +39,6 @@ TAGS = [("a", 0, "uint16"), ("b", 1, "int16"), ("c", 2, "float32")]
 
 
 @pytest.fixture
-def peers() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
 def plc(peers: LoopThread) -> Iterator[SimulatedPlc]:
     sim = SimulatedPlc(port=free_port(), registers=16)
     peers.call(sim.start())

@@ -34,13 +34,6 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def peers() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
 def plc(peers: LoopThread) -> Iterator[SimulatedPlc]:
     sim = SimulatedPlc(port=free_port(), registers=8)
     peers.call(sim.start())

@@ -137,13 +137,6 @@ health_window_s = {HEALTH_WINDOW_S}
 
 
 @pytest.fixture
-def peers() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
 def plcs(peers: LoopThread) -> Iterator[list[SimulatedPlc]]:
     """Two simulated PLCs on free loopback ports."""
     sims = [SimulatedPlc(port=free_port(), registers=8) for _ in range(2)]
