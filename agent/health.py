@@ -29,13 +29,14 @@ from __future__ import annotations
 
 __all__ = ["HealthMonitor", "HealthReport", "LivenessPolicy", "assess", "process_age_s", "process_stats"]
 
-import asyncio
 import hashlib
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any
+
+from agent.cancellation import timeout
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -159,7 +160,7 @@ class HealthMonitor:
         snap["buffer_error"] = None
         if agent.queue is not None and agent.ready.is_set():
             try:
-                async with asyncio.timeout(self.policy.buffer_timeout_s):
+                async with timeout(self.policy.buffer_timeout_s):
                     snap["buffer"] = _plain(await agent.queue.stats())
             except TimeoutError:
                 snap["buffer_error"] = f"the buffer did not answer within {self.policy.buffer_timeout_s:g} s"

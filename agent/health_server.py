@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from agent.cancellation import timeout
 from agent.errors import AgentError
 from agent.health import HealthMonitor
 from agent.health_tail import LastValues
@@ -87,7 +88,7 @@ class HealthServer:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.io_timeout_s):
+                async with timeout(self.io_timeout_s):
                     await self._server.wait_closed()
             self._server = None
 
@@ -98,7 +99,7 @@ class HealthServer:
                 return
             self._clients += 1
             try:
-                async with asyncio.timeout(self.io_timeout_s):
+                async with timeout(self.io_timeout_s):
                     status, ctype, body = await self._handle(reader)
                     await self._respond(writer, status, ctype, body)
             finally:
@@ -108,7 +109,7 @@ class HealthServer:
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.io_timeout_s):
+                async with timeout(self.io_timeout_s):
                     await writer.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:

@@ -57,6 +57,7 @@ import structlog
 
 from agent import wire
 from agent.backoff import Backoff
+from agent.cancellation import TaskGroup
 from agent.clock import Clock, SystemClock
 from agent.errors import AgentError, SignatureError, WireFormatError
 from agent.signing import TrustStore
@@ -629,7 +630,7 @@ class Receiver:
                         log.info("receiver_connected", broker=f"{self.address.host}:{self.address.port}",
                                  topic=self.topic_filter, recovered=outage_logged)
                         outage_logged = False
-                        async with asyncio.TaskGroup() as tg:
+                        async with TaskGroup() as tg:
                             tg.create_task(self._consume(client, executor), name="receiver.consume")
                             if self.ack:
                                 tg.create_task(self._publish_acks(client), name="receiver.acks")

@@ -28,6 +28,7 @@ import aiomqtt
 import structlog
 
 from agent.backoff import Backoff
+from agent.cancellation import TaskGroup, timeout
 from agent.uplink import read_credentials
 from config.schema import AgentConfig, MqttConfig
 
@@ -41,7 +42,14 @@ _MAX_QUEUED_PUSHES = 8
 
 
 class _SessionEnded(Exception):
-    """The current connection is over: lost, or the running [mqtt] settings changed."""
+    """The current connection is over: lost, or the running [mqtt] settings changed.
+
+    ``graceful`` says the link itself is fine, so it is closed with a DISCONNECT rather than dropped.
+    """
+
+    def __init__(self, reason: str, *, graceful: bool = False) -> None:
+        super().__init__(reason)
+        self.graceful = graceful
 
 
 class RemoteChannel:
@@ -72,7 +80,7 @@ class RemoteChannel:
         self._outbox_ready.set()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tg.create_task(self._worker(), name=f"remote_config[{self.gateway}].worker")
             tg.create_task(self._connection_loop(), name=f"remote_config[{self.gateway}].connect")
 
@@ -103,7 +111,7 @@ class RemoteChannel:
                 log.exception("config_channel_failed", error=repr(exc))
                 self._down(repr(exc))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._backoff.next()):
+                async with timeout(self._backoff.next()):
                     await changed.wait()
 
     def _down(self, error: str) -> None:
@@ -123,7 +131,7 @@ class RemoteChannel:
                  topic=self.config_topic)
         graceful = False
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._read(client), name=f"remote_config[{self.gateway}].read")
                 tg.create_task(self._publish(client, mqtt), name=f"remote_config[{self.gateway}].publish")
                 tg.create_task(self._follow(config), name=f"remote_config[{self.gateway}].follow")
@@ -131,8 +139,9 @@ class RemoteChannel:
             ended = group.subgroup(_SessionEnded)
             if ended is None:
                 raise
-            graceful = "settings changed" in str(ended.exceptions[0])
-            raise ended.exceptions[0] from None
+            first = ended.exceptions[0]
+            graceful = isinstance(first, _SessionEnded) and first.graceful
+            raise first from None
         except asyncio.CancelledError:
             graceful = True
             raise
@@ -151,7 +160,7 @@ class RemoteChannel:
             keepalive=mqtt.keepalive_s, timeout=mqtt.connect_timeout_s, tls_context=tls,
         )
         try:
-            async with asyncio.timeout(mqtt.connect_timeout_s * 2 + 5.0):
+            async with timeout(mqtt.connect_timeout_s * 2 + 5.0):
                 await client.__aenter__()
                 await client.subscribe(self.config_topic, qos=1, timeout=mqtt.publish_timeout_s)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
@@ -201,17 +210,17 @@ class RemoteChannel:
                 # Let a status being published finish first (e.g. "received" of the very push that
                 # changes the settings), so it is not sent twice.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(config.mqtt.publish_timeout_s):
+                    async with timeout(config.mqtt.publish_timeout_s):
                         await self._outbox_empty.wait()
-                raise _SessionEnded("the running [mqtt] or [remote_config] settings changed")
+                raise _SessionEnded("the running [mqtt] or [remote_config] settings changed", graceful=True)
 
 
 async def _close(client: aiomqtt.Client, *, graceful: bool) -> None:
     """A clean DISCONNECT when the link is fine; otherwise drop the socket at once (a DISCONNECT on a dead
     link would hang), the way the uplink does."""
     if graceful:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(2.0):
+        with contextlib.suppress(Exception):
+            async with timeout(2.0):
                 await client.__aexit__(None, None, None)
                 return
     from agent.uplink import _drop_client  # the one place that knows how to abort an aiomqtt 2.x client

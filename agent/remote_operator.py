@@ -13,7 +13,6 @@ from __future__ import annotations
 
 __all__ = ["FINAL_STATES", "push_and_wait"]
 
-import asyncio
 import contextlib
 import json
 import ssl
@@ -22,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 
+from agent.cancellation import timeout
 from agent.errors import RemoteConfigError
 from agent.receiver import BrokerAddress
 
@@ -51,7 +51,7 @@ async def push_and_wait(
     client = aiomqtt.Client(broker.host, broker.port, username=username, password=password,
                             identifier=client_id, timeout=10.0, tls_context=tls_context)
     try:
-        async with asyncio.timeout(30.0):
+        async with timeout(30.0):
             await client.__aenter__()
     except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
         raise RemoteConfigError(f"cannot connect to {broker.host}:{broker.port}: {exc or 'timed out'}",
@@ -61,7 +61,7 @@ async def push_and_wait(
         await client.publish(topic, payload, qos=1, retain=True, timeout=30.0)
         final = None
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
+            async with timeout(wait_s):
                 async for message in client.messages:
                     if message.retain:
                         continue  # an outcome kept from before this push was sent
@@ -81,7 +81,7 @@ async def push_and_wait(
         return final
     finally:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(5.0):
+            async with timeout(5.0):
                 await client.__aexit__(None, None, None)
 
 

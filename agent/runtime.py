@@ -18,7 +18,6 @@ from __future__ import annotations
 __all__ = ["Agent", "ApplyResult"]
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import structlog
 
 from agent.backoff import Backoff
 from agent.batcher import Batcher
+from agent.cancellation import TaskGroup, stop_task
 from agent.clock import Clock, SystemClock
 from agent.errors import AgentError, ConfigError, ConfigProblem
 from agent.health_tail import LastValues
@@ -98,7 +98,7 @@ class Agent:
         self._driver_tasks: dict[str, asyncio.Task[None]] = {}
         self._uplink_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
-        self._tg: asyncio.TaskGroup | None = None
+        self._tg: TaskGroup | None = None
         self._running_config: AgentConfig | None = None
         self._stop = asyncio.Event()
         # Set by the pipeline when alarm events wait (or an earlier alarm deadline appeared): the flush task
@@ -131,7 +131,7 @@ class Agent:
             self.batcher = Batcher(cfg.gateway.id, signer, self.queue, compression=cfg.pipeline.compression,
                                    max_rows=cfg.pipeline.batch_max_rows, clock=self.clock)
             await self.batcher.open()
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 self._tg = tg
                 await self.apply(cfg)
                 # What exists now (configuration models, drivers' request plans, imported modules) lives as
@@ -162,15 +162,12 @@ class Agent:
             # All at once: the stop budget is one step, however many devices ignore cancellation.
             await asyncio.gather(*(self._stop_driver(name) for name in list(self._driver_tasks)))
             if self._flush_task is not None:
-                self._flush_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._flush_task
+                # Ends at once: the flush in progress is shielded and awaited by the final flush's lock.
+                await stop_task(self._flush_task, None)
             await self._flush(final=True)
-            if self._uplink_task is not None:
-                self._uplink_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    async with asyncio.timeout(_SHUTDOWN_STEP_S):
-                        await self._uplink_task
+            if self._uplink_task is not None and not await stop_task(self._uplink_task, _SHUTDOWN_STEP_S):
+                log.warning("uplink_stop_slow", gateway=self.config.gateway.id,
+                            error=f"still running {_SHUTDOWN_STEP_S:g} s after cancellation")
 
     # -- one path for start-up and reload ------------------------------------------------------------------
 
@@ -232,9 +229,9 @@ class Agent:
 
             if old is None or old.mqtt != new.mqtt:
                 if self._uplink_task is not None:
-                    self._uplink_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._uplink_task
+                    # Unbounded on purpose: two uplinks must never share the buffer; the uplink bounds its own
+                    # goodbye (SHUTDOWN_TIMEOUT_S).
+                    await stop_task(self._uplink_task, None)
                     result.restarted.append("uplink")
                 else:
                     result.started.append("uplink")
@@ -269,10 +266,9 @@ class Agent:
         self.drivers.pop(name, None)
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            async with asyncio.timeout(_SHUTDOWN_STEP_S):
-                await task
+        if not await stop_task(task, _SHUTDOWN_STEP_S):
+            log.warning("driver_stop_slow", device=name,
+                        error=f"still running {_SHUTDOWN_STEP_S:g} s after cancellation; left to finish")
 
     async def _supervise(self, driver: Driver) -> None:
         """Drivers handle device trouble themselves; this catches their bugs so one device cannot stop the

@@ -53,6 +53,7 @@ import aiomqtt
 import structlog
 
 from agent.backoff import Backoff
+from agent.cancellation import TaskGroup, timeout
 from agent.clock import Clock, SystemClock
 from agent.errors import BufferError as AgentBufferError
 from agent.errors import UplinkError
@@ -159,14 +160,16 @@ class MqttUplink:
     async def run(self) -> None:
         """Deliver batches until cancelled. Deletions already earned are flushed on the way out."""
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._delete_loop(), name=f"uplink[{self._gw}].delete")
                 tg.create_task(self._connection_loop(), name=f"uplink[{self._gw}].connect")
         finally:
             self.stats.connected = False
             if self._to_delete:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                # Best effort: what is not deleted now is deleted as a duplicate ack later. Only errors and our
+                # own deadline are absorbed; a cancellation from outside still ends the uplink.
+                with contextlib.suppress(Exception):
+                    async with timeout(SHUTDOWN_TIMEOUT_S):
                         await self._flush_deletes()
 
     async def _connection_loop(self) -> None:
@@ -221,7 +224,7 @@ class MqttUplink:
         try:
             self._link_up()
             try:
-                async with asyncio.TaskGroup() as tg:
+                async with TaskGroup() as tg:
                     tg.create_task(self._watch_link(client), name=f"uplink[{self._gw}].watch")
                     tg.create_task(self._watch_data(), name=f"uplink[{self._gw}].data")
                     tg.create_task(self._pump(client, tg), name=f"uplink[{self._gw}].pump")
@@ -243,7 +246,7 @@ class MqttUplink:
     async def _connect(self) -> aiomqtt.Client:
         cfg = self._config
         try:
-            async with asyncio.timeout(cfg.connect_timeout_s + 5.0):
+            async with timeout(cfg.connect_timeout_s + 5.0):
                 settings = await asyncio.to_thread(read_credentials, self._config)
                 client = self._new_client(*settings)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -253,7 +256,7 @@ class MqttUplink:
         try:
             # aiomqtt bounds the TCP/TLS connect and the CONNACK wait by connect_timeout_s; this outer
             # timeout is only a backstop for an executor thread that hangs.
-            async with asyncio.timeout(cfg.connect_timeout_s * 2 + 5.0):
+            async with timeout(cfg.connect_timeout_s * 2 + 5.0):
                 await client.__aenter__()
                 if self._backend_mode:
                     await client.subscribe(self.ack_topic, qos=1, timeout=cfg.publish_timeout_s)
@@ -292,8 +295,8 @@ class MqttUplink:
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown: retained "offline" and a clean DISCONNECT (which also stops the will)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+        with contextlib.suppress(Exception):
+            async with timeout(SHUTDOWN_TIMEOUT_S):
                 await client.publish(self.status_topic, _status("offline", self._clock), qos=1, retain=True,
                                      timeout=SHUTDOWN_TIMEOUT_S)
                 await client.__aexit__(None, None, None)
@@ -313,7 +316,7 @@ class MqttUplink:
         """Wakes the pump when the batcher appends, so an idle uplink does not poll."""
         while True:
             try:
-                async with asyncio.timeout(BUFFER_TIMEOUT_S):
+                async with timeout(BUFFER_TIMEOUT_S):
                     appended = await self._queue.wait_for_data(IDLE_POLL_S * 5)
             except (AgentBufferError, TimeoutError) as exc:
                 self._log.warning("uplink_buffer_wait_failed", error=_describe(exc))
@@ -324,7 +327,7 @@ class MqttUplink:
 
     # -------------------------------------------------------------------------------------------- pump
 
-    async def _pump(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+    async def _pump(self, client: aiomqtt.Client, tg: TaskGroup) -> None:
         """Keeps the publish window full from the lanes; sleeps when there is nothing to send."""
         cfg = self._config
         buffer_trouble = False
@@ -336,7 +339,7 @@ class MqttUplink:
                 free = min(free, cfg.max_unacked - len(self._publishing) - len(self._awaiting))
             if free > 0:
                 try:
-                    async with asyncio.timeout(BUFFER_TIMEOUT_S):
+                    async with timeout(BUFFER_TIMEOUT_S):
                         chosen = await self._select(free)
                 except (AgentBufferError, TimeoutError) as exc:
                     if not buffer_trouble:
@@ -352,7 +355,7 @@ class MqttUplink:
                 self.stats.inflight = len(self._publishing)
             wait = IDLE_POLL_S if next_expiry is None else max(0.0, min(IDLE_POLL_S, next_expiry))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+                async with timeout(wait):
                     await self._wakeup.wait()
 
     async def _select(self, free: int) -> list[tuple[QueuedBatch, str]]:
@@ -399,13 +402,13 @@ class MqttUplink:
     async def _publish(self, client: aiomqtt.Client, batch: QueuedBatch, lane: str) -> None:
         """One QoS 1 publish. Returns only after PUBACK; any other outcome ends the session, the batch stays
         in the buffer and is sent again on the next connection."""
-        timeout = self._config.publish_timeout_s
+        limit_s = self._config.publish_timeout_s
         try:
-            async with asyncio.timeout(timeout):
+            async with timeout(limit_s):
                 await client.publish(self.topic_for(batch.kind), batch.frame, qos=1, timeout=math.inf)
         except TimeoutError as exc:
             self.stats.publish_timeouts += 1
-            raise _LinkFailed(f"no PUBACK for seq {batch.seq} within {timeout:g} s", seq=batch.seq,
+            raise _LinkFailed(f"no PUBACK for seq {batch.seq} within {limit_s:g} s", seq=batch.seq,
                               hint="the link or the broker is stalled; raise mqtt.publish_timeout_s "
                                    "only if the link is known to be that slow") from exc
         except aiomqtt.MqttError as exc:
@@ -481,7 +484,7 @@ class MqttUplink:
             await self._delete_wanted.wait()
             self._delete_wanted.clear()
             try:
-                async with asyncio.timeout(BUFFER_TIMEOUT_S):
+                async with timeout(BUFFER_TIMEOUT_S):
                     await self._flush_deletes()
             except (AgentBufferError, TimeoutError) as exc:
                 if not failing:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from agent import cancellation
 from buffer._disk_queue import DiskQueue
 from buffer._model import BufferStats, DropRecord, QueuedBatch
 
@@ -97,7 +98,7 @@ class AsyncDiskQueue:
         after ``timeout`` seconds. An idle timeout is used for one bounded compaction step."""
         if not self._appended.is_set():
             try:
-                async with asyncio.timeout(timeout):
+                async with cancellation.timeout(timeout):
                     await self._appended.wait()
             except TimeoutError:
                 await self.compact(self._compact_pages)

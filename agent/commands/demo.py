@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agent.cancellation import TaskGroup, timeout
 from agent.errors import AgentError
 from agent.localbroker import Mosquitto, free_port, mosquitto_binary
 from agent.logs import configure_logging
@@ -167,7 +168,7 @@ async def _demo(root: Path, args: argparse.Namespace) -> int:
     receiver = Receiver(f"mqtt://127.0.0.1:{port}", trust, store, client_id="mine-demo-receiver")
     started = loop.time()
     try:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tasks = [
                 tg.create_task(DemoSignals(plc).run(0.5), name="demo.signals"),
                 tg.create_task(receiver.run(), name="demo.receiver"),
@@ -176,7 +177,7 @@ async def _demo(root: Path, args: argparse.Namespace) -> int:
             deadline = started + args.seconds if args.seconds else None
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(args.window):
+                    async with timeout(args.window):
                         await stop.wait()
                 _print_latest(view)
                 if deadline is not None and loop.time() >= deadline:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from agent.cancellation import stop_task
 from agent.errors import AgentError
 from agent.health import HealthMonitor, LivenessPolicy, process_age_s
 from agent.health_server import HealthServer
@@ -92,6 +92,9 @@ class _Endpoint:
             self.server = None
 
 
+_REMOTE_STOP_S = 5.0  # the configuration channel's goodbye is bounded by its own 2 s DISCONNECT
+
+
 async def run_agent(
     agent: Agent,
     config_path: Path,
@@ -142,20 +145,21 @@ async def run_agent(
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     remote = loop.create_task(service.run(), name="remote_config")
+    remote.add_done_callback(_log_crash)
     try:
         await endpoint.sync()
         await agent.run(on_ready=on_ready)
     finally:
-        remote.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await remote
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        for task in list(background):
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await endpoint.stop()
-        notifier.close()
+        try:
+            await stop_task(remote, _REMOTE_STOP_S)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for task in list(background):
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await endpoint.stop()
+            notifier.close()
     return 0
 
 

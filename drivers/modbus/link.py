@@ -51,6 +51,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from agent.backoff import Backoff
+from agent.cancellation import timeout
 from agent.clock import Clock
 from agent.errors import DeviceTimeout, DriverError
 from drivers.modbus.config import ModbusDevice, ModbusRtuDevice, ModbusRtuTcpDevice
@@ -274,7 +275,7 @@ class ModbusLink:
             call = client.read_discrete_inputs
         try:
             # The outer timeout only guards a wedged transport: pymodbus times out each attempt itself.
-            async with asyncio.timeout(timeout_s * (retries + 1) + 5.0):
+            async with timeout(timeout_s * (retries + 1) + 5.0):
                 response = await call(address, count=count, device_id=unit)
         except ConnectionException as exc:
             self.last_error = f"connection to {self.where} lost"

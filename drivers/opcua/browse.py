@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.cancellation import timeout
 from agent.errors import DriverError
 from drivers.opcua.config import DEFAULT_PKI_DIR, NAME_MAX, OpcUaDevice
 from drivers.opcua.plan import effective_limit
@@ -78,7 +79,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.endpoints:
         probe = Client(args.url, timeout=args.timeout)
         try:
-            async with asyncio.timeout(args.timeout * 2):
+            async with timeout(args.timeout * 2):
                 endpoints = await probe.connect_and_get_server_endpoints()
         except (OSError, TimeoutError) as exc:
             raise DriverError(f"cannot reach {args.url}: {describe_error(exc)}") from exc
@@ -90,7 +91,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     client, validator = await build_client("browse", cfg)
     try:
-        async with asyncio.timeout(args.timeout * 2):
+        async with timeout(args.timeout * 2):
             await client.connect()
     except Exception as exc:
         rejected = validator.rejected_file if validator is not None else None
@@ -99,14 +100,14 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         )
         raise DriverError(f"cannot connect to {args.url}: {describe_error(exc)}", hint=hint) from exc
     try:
-        async with asyncio.timeout(args.timeout):
+        async with timeout(args.timeout):
             namespaces = await client.get_namespace_array()
         found = await _walk(client, args.node, args.depth, args.timeout)
     except (OSError, TimeoutError, UaError) as exc:
         raise DriverError(f"browsing {args.url} failed: {describe_error(exc)}") from exc
     finally:
         try:
-            async with asyncio.timeout(2):
+            async with timeout(2):
                 await client.disconnect()
         except Exception:  # closing a browse session is best effort
             client.disconnect_socket()
@@ -135,7 +136,7 @@ async def _walk(client: Any, start: str, depth: int, request_s: float) -> list[F
     async def visit(node: Any, level: int, path: str) -> None:
         if level > depth:
             return
-        async with asyncio.timeout(request_s):
+        async with timeout(request_s):
             refs = await node.get_children_descriptions()
         variables = [r for r in refs if r.NodeClass == ua.NodeClass.Variable]
         info: dict[str, tuple[str, str]] = {}

@@ -38,6 +38,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from asyncua.ua.uaerrors import UaError
 
 from agent.backoff import Backoff
+from agent.cancellation import TaskGroup, timeout
 from agent.clock import Clock
 from agent.errors import DriverError
 from agent.sample import Quality, Sample, SampleSink
@@ -131,10 +132,10 @@ class OpcUaDriver(Driver):
         client, self._validator = await build_client(self.name, self.config)
         client.connection_lost_callback = self._on_connection_lost
         try:
-            async with asyncio.timeout(self.config.timeout_s * 2):
+            async with timeout(self.config.timeout_s * 2):
                 await client.connect()
             try:
-                async with asyncio.timeout(self.config.timeout_s * 4 + len(self.config.tags) * 0.01):
+                async with timeout(self.config.timeout_s * 4 + len(self.config.tags) * 0.01):
                     limits = await self._read_limits(client)
                     nodes = await self._resolve(client, limits)
                     subs = await self._subscribe(client, limits, nodes)
@@ -166,7 +167,7 @@ class OpcUaDriver(Driver):
         poll_tags = [i for i, t in enumerate(cfg.tags) if t.mode == "poll" and nodes[i] is not None]
         read_limit = effective_limit(limits.max_nodes_per_read, cfg.max_nodes_per_read)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._watch(), name=f"opcua[{self.name}].watch")
                 for n, sub in enumerate(subs):
                     tg.create_task(self._consume(sub), name=f"opcua[{self.name}].subscription{n}")
@@ -190,7 +191,7 @@ class OpcUaDriver(Driver):
     async def _close(self, client: Client) -> None:
         """Best effort: close the session so the server frees it; never hang on a dead link."""
         try:
-            async with asyncio.timeout(min(2.0, self.config.timeout_s)):
+            async with timeout(min(2.0, self.config.timeout_s)):
                 await client.disconnect()
         except (OSError, TimeoutError, UaError, ConnectionError, RuntimeError):
             client.disconnect_socket()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 __all__ = ["read", "read_operation_limits"]
 
-import asyncio
 from collections.abc import Sequence
 
 from asyncua import Client, ua
 
+from agent.cancellation import timeout
 from drivers.opcua.plan import OperationLimits, chunks
 
 _LIMIT_NODES = (
@@ -40,7 +40,7 @@ async def read(
             rv.NodeId = node
             rv.AttributeId = attribute
             params.NodesToRead.append(rv)
-        async with asyncio.timeout(timeout_s):
+        async with timeout(timeout_s):
             results.extend(await client.uaclient.read(params))
     return results
 

@@ -22,6 +22,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 
+from agent.cancellation import timeout
 from agent.errors import DriverError
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.pki import Pki
@@ -94,7 +95,7 @@ async def build_client(device: str, cfg: OpcUaDevice) -> tuple[Client, Rejecting
         validator = RejectingValidator(pki, store)
         client.certificate_validator = validator
         try:
-            async with asyncio.timeout(cfg.timeout_s * 2):
+            async with timeout(cfg.timeout_s * 2):
                 # Without a pinned server certificate asyncua fetches it from GetEndpoints first.
                 await client.set_security(
                     _POLICIES[sec.policy],

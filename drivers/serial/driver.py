@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import structlog
 
 from agent.backoff import Backoff
+from agent.cancellation import TaskGroup, timeout
 from agent.clock import Clock
 from agent.errors import DriverError
 from agent.sample import Quality, Sample, SampleSink
@@ -156,7 +157,7 @@ class SerialDriver(Driver):
         loop.add_reader(fd, readable)
         failure: DriverError | None = None
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._until_lost(lost), name=f"serial[{self.name}].reader")
                 if self.config.mode == "stream":
                     tg.create_task(self._watch_stream(), name=f"serial[{self.name}].watch")
@@ -291,7 +292,7 @@ class SerialDriver(Driver):
                 continue
             self._answer_ready.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
+                async with timeout(remaining):
                     await self._answer_ready.wait()
         if reason == "timeout":
             # Bytes came but the framer threw them away (bad checksum, bad length...): say so, it is
