@@ -10,7 +10,8 @@
 #   DESTDIR=/scratch/root   install into a scratch root instead of /; no user, systemctl or chown calls
 #   --no-venv | SKIP_VENV=1 do not create the virtualenv (files only)
 #   PREFIX=/opt/mine-agent  where the program lives
-#   PYTHON=python3          interpreter for the virtualenv (3.11 or newer)
+#   PYTHON=python3          interpreter for the virtualenv: Python 3.11 or newer with venv and ensurepip
+#                           (on Debian and Ubuntu: apt-get install python3-venv)
 #   EXAMPLE_CONFIG=FILE     configuration installed as /etc/mine-agent/agent.toml when none exists
 #                           (default: config/examples/gateway.toml of this source tree)
 set -eu
@@ -28,7 +29,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-venv) SKIP_VENV=1 ;;
         --uninstall) ACTION=uninstall ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR == 1 { next } /^#/ { print; next } { exit }' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +43,36 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
 fi
 
 say() { printf '%s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+# PREFIX goes into rm -rf, a sed replacement and the unit: an absolute path below /, no spaces or '#'.
+case "$PREFIX" in
+    /|//*|*/) die "PREFIX must be an absolute directory other than / without a trailing slash, not '$PREFIX'" ;;
+    /*) ;;
+    *) die "PREFIX must be an absolute path, not '$PREFIX'" ;;
+esac
+case "$PREFIX" in
+    *[!A-Za-z0-9/._+-]*) die "PREFIX may hold only letters, digits and / . _ + -, not '$PREFIX'" ;;
+esac
+
+# The interpreter is checked before anything is written, so a missing package costs nothing to fix.
+check_python() {
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        die "no Python interpreter '$PYTHON'. Install Python 3.11 or newer (Debian 12: apt-get install python3 python3-venv) or set PYTHON=/path/to/python3"
+    fi
+    version=$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || version=
+    major=${version%%.*}
+    minor=${version#*.}; minor=${minor%%.*}
+    case "$major.$minor" in
+        *[!0-9.]*|.|*.|.*) die "'$PYTHON' does not run as a Python interpreter (it printed '$version')" ;;
+    esac
+    if [ "$major" -lt 3 ] || { [ "$major" = 3 ] && [ "$minor" -lt 11 ]; }; then
+        die "'$PYTHON' is Python $version; the agent needs Python 3.11 or newer (Debian 12 and Ubuntu 24.04 have it as python3). Install it, or set PYTHON=/path/to/python3.11 or newer"
+    fi
+    if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        die "'$PYTHON' (Python $version) cannot create virtualenvs: its venv or ensurepip module is missing. On Debian or Ubuntu: sudo apt-get install python3-venv (or python$major.$minor-venv for that interpreter), then run this again"
+    fi
+}
 
 if [ "$ACTION" = uninstall ]; then
     if [ "$LIVE" = 1 ]; then
@@ -58,7 +89,8 @@ if [ "$ACTION" = uninstall ]; then
     exit 0
 fi
 
-[ -f "$SRC/pyproject.toml" ] || { echo "install.sh: $SRC is not the agent's source tree" >&2; exit 1; }
+[ -f "$SRC/pyproject.toml" ] || die "$SRC is not the agent's source tree"
+if [ "$SKIP_VENV" != 1 ]; then check_python; fi
 upgrade=0
 if [ -x "$DESTDIR$PREFIX/venv/bin/mine-agent" ]; then upgrade=1; fi
 
@@ -72,10 +104,10 @@ if [ "$SKIP_VENV" != 1 ]; then
     # agent keeps importing from its directory until restarted, so the old one stays until then.
     stamp=$(date +%Y%m%d%H%M%S)
     new="venv-$stamp"
-    rm -rf "${DESTDIR:?}$PREFIX/$new"
+    rm -rf "$DESTDIR$PREFIX/$new"
     if ! { "$PYTHON" -m venv "$DESTDIR$PREFIX/$new" &&
            "$DESTDIR$PREFIX/$new/bin/pip" install --quiet --no-cache-dir "$SRC"; }; then
-        rm -rf "${DESTDIR:?}$PREFIX/$new"
+        rm -rf "$DESTDIR$PREFIX/$new"
         echo "install.sh: building the virtualenv failed; the installed version is unchanged" >&2
         exit 1
     fi
@@ -121,8 +153,13 @@ if [ "$LIVE" = 1 ]; then
         prune_venvs
         say "upgraded; a running agent was restarted"
     else
-        say "installed. Next: mine-agent keys init (see docs), edit /etc/mine-agent/agent.toml,"
-        say "mine-agent validate --config /etc/mine-agent/agent.toml, then: systemctl enable --now mine-agent"
+        say "installed. The agent is not started yet. Next, as in $PREFIX/share/doc/operations.md:"
+        say "  sudo mine-agent keys init /etc/mine-agent/keys"
+        say "  sudo chown mine-agent: /etc/mine-agent/keys/gateway.key"
+        say "  sudoedit /etc/mine-agent/agent.toml"
+        say "  sudo mine-agent validate /etc/mine-agent/agent.toml"
+        say "  sudo systemctl enable --now mine-agent"
+        say "  mine-agent status"
     fi
 else
     prune_venvs
