@@ -57,7 +57,7 @@ import structlog
 
 from agent import wire
 from agent.backoff import Backoff
-from agent.cancellation import TaskGroup
+from agent.cancellation import TaskGroup, cancellable
 from agent.clock import Clock, SystemClock
 from agent.errors import AgentError, SignatureError, WireFormatError
 from agent.signing import TrustStore
@@ -700,7 +700,7 @@ class Receiver:
             try:
                 for gw in list(pending):
                     payload = json.dumps({"acked": coalesce(pending[gw])}, separators=(",", ":"))
-                    await client.publish(f"{self.prefix}/{gw}/ack", payload, qos=1, timeout=self.timeout_s)
+                    await cancellable(client.publish(f"{self.prefix}/{gw}/ack", payload, qos=1, timeout=self.timeout_s))
                     del pending[gw]
                     self.stats.acks_published += 1
             finally:

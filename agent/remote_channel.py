@@ -28,7 +28,7 @@ import aiomqtt
 import structlog
 
 from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, timeout
+from agent.cancellation import TaskGroup, cancellable, timeout
 from agent.uplink import read_credentials
 from config.schema import AgentConfig, MqttConfig
 
@@ -161,7 +161,7 @@ class RemoteChannel:
         )
         try:
             async with timeout(mqtt.connect_timeout_s * 2 + 5.0):
-                await client.__aenter__()
+                await cancellable(client.__aenter__())
                 await client.subscribe(self.config_topic, qos=1, timeout=mqtt.publish_timeout_s)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
             await _close(client, graceful=False)
@@ -189,8 +189,8 @@ class RemoteChannel:
                 status = self._outbox[0]
                 body = json.dumps(status, separators=(",", ":")).encode()
                 try:
-                    await client.publish(self.status_topic, body, qos=1, retain=True,
-                                         timeout=mqtt.publish_timeout_s)
+                    await cancellable(client.publish(self.status_topic, body, qos=1, retain=True,
+                                                     timeout=mqtt.publish_timeout_s))
                 except aiomqtt.MqttError as exc:
                     raise _SessionEnded(f"status publish failed: {exc}") from exc
                 if self._outbox and self._outbox[0] is status:

@@ -53,7 +53,7 @@ import aiomqtt
 import structlog
 
 from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, timeout
+from agent.cancellation import TaskGroup, cancellable, timeout
 from agent.clock import Clock, SystemClock
 from agent.errors import BufferError as AgentBufferError
 from agent.errors import UplinkError
@@ -257,7 +257,7 @@ class MqttUplink:
             # aiomqtt bounds the TCP/TLS connect and the CONNACK wait by connect_timeout_s; this outer
             # timeout is only a backstop for an executor thread that hangs.
             async with timeout(cfg.connect_timeout_s * 2 + 5.0):
-                await client.__aenter__()
+                await cancellable(client.__aenter__())
                 if self._backend_mode:
                     await client.subscribe(self.ack_topic, qos=1, timeout=cfg.publish_timeout_s)
                 await client.publish(self.status_topic, _status("online", self._clock), qos=1, retain=True,
@@ -405,7 +405,7 @@ class MqttUplink:
         limit_s = self._config.publish_timeout_s
         try:
             async with timeout(limit_s):
-                await client.publish(self.topic_for(batch.kind), batch.frame, qos=1, timeout=math.inf)
+                await cancellable(client.publish(self.topic_for(batch.kind), batch.frame, qos=1, timeout=math.inf))
         except TimeoutError as exc:
             self.stats.publish_timeouts += 1
             raise _LinkFailed(f"no PUBACK for seq {batch.seq} within {limit_s:g} s", seq=batch.seq,

@@ -51,7 +51,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from agent.backoff import Backoff
-from agent.cancellation import timeout
+from agent.cancellation import cancellable, timeout
 from agent.clock import Clock
 from agent.errors import DeviceTimeout, DriverError
 from drivers.modbus.config import ModbusDevice, ModbusRtuDevice, ModbusRtuTcpDevice
@@ -208,7 +208,7 @@ class ModbusLink:
             if now < self._next_connect_at:
                 return False
             try:
-                ok = await self._client.connect()
+                ok = await cancellable(self._client.connect())
             except Exception as exc:  # pyserial/termios raise OSError, termios.error or ValueError
                 # Whatever opening the port or socket raised is a device problem: report it as bad samples.
                 self._client.close()
@@ -276,7 +276,7 @@ class ModbusLink:
         try:
             # The outer timeout only guards a wedged transport: pymodbus times out each attempt itself.
             async with timeout(timeout_s * (retries + 1) + 5.0):
-                response = await call(address, count=count, device_id=unit)
+                response = await cancellable(call(address, count=count, device_id=unit))
         except ConnectionException as exc:
             self.last_error = f"connection to {self.where} lost"
             raise NotConnectedError(f"not connected: {self.last_error}") from exc

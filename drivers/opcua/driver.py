@@ -38,7 +38,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from asyncua.ua.uaerrors import UaError
 
 from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, timeout
+from agent.cancellation import TaskGroup, cancellable, timeout
 from agent.clock import Clock
 from agent.errors import DriverError
 from agent.sample import Quality, Sample, SampleSink
@@ -133,7 +133,7 @@ class OpcUaDriver(Driver):
         client.connection_lost_callback = self._on_connection_lost
         try:
             async with timeout(self.config.timeout_s * 2):
-                await client.connect()
+                await cancellable(client.connect())
             try:
                 async with timeout(self.config.timeout_s * 4 + len(self.config.tags) * 0.01):
                     limits = await self._read_limits(client)

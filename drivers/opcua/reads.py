@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from asyncua import Client, ua
 
-from agent.cancellation import timeout
+from agent.cancellation import cancellable, timeout
 from drivers.opcua.plan import OperationLimits, chunks
 
 _LIMIT_NODES = (
@@ -41,7 +41,7 @@ async def read(
             rv.AttributeId = attribute
             params.NodesToRead.append(rv)
         async with timeout(timeout_s):
-            results.extend(await client.uaclient.read(params))
+            results.extend(await cancellable(client.uaclient.read(params)))
     return results
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 
 import pytest
 
-from agent.cancellation import TaskGroup, stop_task, timeout
+from agent.cancellation import TaskGroup, cancellable, stop_task, timeout
 
 
 class Boom(Exception):
@@ -342,3 +343,45 @@ async def f(t):
 """
     found = _forbidden(ast.parse(sample), "sample")
     assert found == ["sample:4 suppress(CancelledError)", "sample:5 asyncio.timeout", "sample:7 asyncio.TaskGroup"]
+
+
+# -- cancellable ---------------------------------------------------------------------------------------------
+
+
+async def _reply_and_cancel_together(call_through_helper: bool) -> asyncio.Task[object]:
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[int] = loop.create_future()
+
+    async def library_call() -> int:
+        return await asyncio.wait_for(reply, timeout=5)  # what pymodbus, asyncua and aiomqtt do
+
+    async def caller() -> object:
+        if call_through_helper:
+            return await cancellable(library_call())
+        return await library_call()
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    reply.set_result(1)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    return task
+
+
+async def test_cancellable_raises_a_cancellation_the_library_dropped() -> None:
+    # without the helper, on 3.11 the task returns the reply and runs on (see the next test)
+    task = await _reply_and_cancel_together(call_through_helper=True)
+    assert task.cancelled()
+
+
+async def test_the_library_call_alone_drops_it_on_311() -> None:
+    task = await _reply_and_cancel_together(call_through_helper=False)
+    assert task.cancelled() is (sys.version_info >= (3, 12))
+
+
+async def test_cancellable_returns_the_result_when_nothing_happened() -> None:
+    async def library_call() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert await cancellable(library_call()) == 42
