@@ -165,6 +165,7 @@ def test_repeated_kill_9_keeps_every_committed_batch_accounted(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_soak_many_kill_9(tmp_path: Path, forkserver: multiprocessing.context.ForkServerContext) -> None:
     """The same invariant over 300 kills."""
     _soak(tmp_path, kills=300, ctx=forkserver)

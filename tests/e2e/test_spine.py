@@ -221,7 +221,7 @@ def test_black_holed_link_is_noticed_and_leaves_no_gap(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kills", [5, pytest.param(30, marks=pytest.mark.soak)])
+@pytest.mark.parametrize("kills", [5, pytest.param(30, marks=[pytest.mark.soak, pytest.mark.timeout(3600)])])
 def test_kill_9_while_publishing_then_restart_continues_the_sequence(
     broker: Mosquitto, plc: SimulatedPlc, receiver: tuple[Gateway, Process], kills: int
 ) -> None:

@@ -93,6 +93,7 @@ async def test_short_fault_soak_delivers_every_seq(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("ack_mode", ["broker", "backend"])
 async def test_long_fault_soak_delivers_every_seq(
     broker: Mosquitto, queue: AsyncDiskQueue, producer: Producer, ack_mode: str
