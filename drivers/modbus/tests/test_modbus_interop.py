@@ -1,8 +1,9 @@
 """Interoperability: the driver against a Modbus TCP server from another implementation (npm modbus-serial).
 
 The server runs under node from a cache directory (``$MINE_AGENT_INTEROP_DIR`` or
-``~/.cache/mine-agent/interop``), where the first run installs ``modbus-serial`` with npm. Without node,
-npm or the registry the tests skip and say why.
+``~/.cache/mine-agent/interop``), where ``.ci/run`` or the first run installs ``modbus-serial`` with ``npm ci``
+from ``interop/package-lock.json`` (the ``npm_peer`` fixture of the root conftest.py). Without node, npm or
+the registry the tests skip and say why; in CI (``CI=true`` or ``MINE_AGENT_REQUIRE_INTEROP=1``) they fail.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import struct
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +30,10 @@ SERVER_JS = Path(__file__).parent / "interop" / "modbus_serial_server.js"
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
 
-def _interop_dir() -> Path:
-    return Path(os.environ.get("MINE_AGENT_INTEROP_DIR", Path.home() / ".cache" / "mine-agent" / "interop"))
-
-
 @pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """node_modules holding modbus-serial, installed on first use; skips the tests when impossible."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are not installed: cannot run the modbus-serial server")
-    base = _interop_dir()
-    modules = base / "node_modules"
-    if not (modules / "modbus-serial").is_dir():
-        base.mkdir(parents=True, exist_ok=True)
-        try:
-            result = subprocess.run(
-                [
-                    npm,
-                    "install",
-                    "--prefix",
-                    str(base),
-                    "--omit=optional",
-                    "--no-audit",
-                    "--no-fund",
-                    "modbus-serial@8",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm install modbus-serial timed out")
-        if result.returncode != 0 or not (modules / "modbus-serial").is_dir():
-            pytest.skip(f"npm install modbus-serial failed: {result.stderr.strip()[-300:]}")
-    return modules
+def node_modules(npm_peer: Callable[[Path, str], Path]) -> Path:
+    """node_modules holding modbus-serial as interop/package-lock.json pins it (see the root conftest.py)."""
+    return npm_peer(SERVER_JS.parent, "")
 
 
 @contextlib.asynccontextmanager

@@ -1,10 +1,12 @@
 """Interoperability: the driver against node-opcua, an OPC UA stack other than asyncua.
 
-Needs ``node`` and the npm package ``node-opcua-server``: found on NODE_PATH, or installed on first use
-into a cache directory (``$MINE_AGENT_INTEROP_DIR/opcua`` or ``~/.cache/mine-agent/interop/opcua``), as
-the Modbus interoperability tests do. Skipped, with the reason, when node, npm or the registry is not
-available. node-opcua enforces its OperationLimits (set to 3 here) and has its own certificate handling, so
-this checks request splitting and the secure channel against an independent implementation.
+Needs ``node`` and the npm package ``node-opcua-server``, which ``.ci/run`` or the first run installs with
+``npm ci`` from ``interop/package-lock.json`` into a cache directory (``$MINE_AGENT_INTEROP_DIR/opcua`` or
+``~/.cache/mine-agent/interop/opcua``) through the ``npm_peer`` fixture of the root conftest.py, as the Modbus
+interoperability tests do. Skipped, with the reason, when node, npm or the registry is not available; in CI
+(``CI=true`` or ``MINE_AGENT_REQUIRE_INTEROP=1``) they fail instead. node-opcua enforces its OperationLimits
+(set to 3 here) and has its own certificate handling, so this checks request splitting and the secure channel
+against an independent implementation.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -26,43 +27,7 @@ from drivers.opcua.pki import Pki, create_client_certificate
 from drivers.opcua.tests.helpers import device, running
 from drivers.opcua.tests.peer import free_port, wait_for
 
-SERVER_JS = Path(__file__).with_name("node_opcua_server.js")
-
-
-def _interop_dir() -> Path:
-    base = Path(os.environ.get("MINE_AGENT_INTEROP_DIR", Path.home() / ".cache" / "mine-agent" / "interop"))
-    return base / "opcua"
-
-
-def _resolvable(node: str, env: dict[str, str]) -> bool:
-    probe = subprocess.run([node, "-e", "require.resolve('node-opcua-server')"], capture_output=True, timeout=30,
-                           check=False, env=env)
-    return probe.returncode == 0
-
-
-def _node_env() -> dict[str, str]:
-    """The environment under which node finds node-opcua-server, installing it on first use; else skip."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None:
-        pytest.skip("node (Node.js) is not installed")
-    env = os.environ.copy()
-    if _resolvable(node, env):
-        return env
-    modules = _interop_dir() / "node_modules"
-    env["NODE_PATH"] = os.pathsep.join(p for p in (str(modules), env.get("NODE_PATH", "")) if p)
-    if not _resolvable(node, env):
-        if npm is None:
-            pytest.skip("npm is not installed: cannot install node-opcua-server")
-        _interop_dir().mkdir(parents=True, exist_ok=True)
-        try:
-            result = subprocess.run([npm, "install", "--prefix", str(_interop_dir()), "--omit=optional", "--no-audit",
-                                     "--no-fund", "node-opcua-server@2"], capture_output=True, text=True,
-                                    timeout=300, check=False)
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm install node-opcua-server timed out")
-        if result.returncode != 0 or not _resolvable(node, env):
-            pytest.skip(f"npm install node-opcua-server failed: {result.stderr.strip()[-300:]}")
-    return env
+SERVER_JS = Path(__file__).parent / "interop" / "node_opcua_server.js"
 
 
 pytestmark = [
@@ -72,8 +37,11 @@ pytestmark = [
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def node_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    env = _node_env()
+async def node_server(
+    tmp_path_factory: pytest.TempPathFactory, npm_peer: Callable[[Path, str], Path]
+) -> AsyncIterator[str]:
+    modules = npm_peer(SERVER_JS.parent, "opcua")
+    env = {**os.environ, "NODE_PATH": os.pathsep.join(p for p in (str(modules), os.environ.get("NODE_PATH")) if p)}
     pki = tmp_path_factory.mktemp("node-opcua-pki")
     node = shutil.which("node")
     assert node is not None
