@@ -32,7 +32,7 @@ import structlog
 from agent import wire
 from agent.clock import Clock, SystemClock
 from agent.column_rows import ColumnRows
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from agent.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
 from agent.signing import BatchSigner
 
@@ -134,11 +134,11 @@ class Batcher:
                     taken += len(chunk)
                 try:
                     await self._append(kind, tables)
-                except BufferError:
+                except BufferStoreError:
                     # Put the rows back in front, in order, for the next attempt.
                     self._pending[:0] = [(kind, name, rows) for name, runs in tables.items() for rows in runs]
                     raise
-        except BufferError as exc:
+        except BufferStoreError as exc:
             self.stats.append_failures += 1
             self._bound_pending()
             log.warning("buffer_append_failed", error=str(exc), seq=self._seq + 1,

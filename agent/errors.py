@@ -11,8 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "BufferCorruption",
-    "BufferError",
-    "ChainError",
+    "BufferStoreError",
     "ConfigError",
     "ConfigProblem",
     "DeviceTimeout",
@@ -106,11 +105,11 @@ class DeviceTimeout(DriverError):
     """A device did not answer within its configured timeout."""
 
 
-class BufferError(AgentError):
+class BufferStoreError(AgentError):
     """The durable buffer cannot store or serve batches."""
 
 
-class BufferCorruption(BufferError):
+class BufferCorruption(BufferStoreError):
     """Part of the buffer file failed its integrity check; the part is set aside and counted."""
 
 
@@ -124,10 +123,6 @@ class WireFormatError(AgentError):
 
 class SignatureError(AgentError):
     """A batch or configuration push is unsigned, signed by an unknown key, or its signature does not verify."""
-
-
-class ChainError(AgentError):
-    """A batch does not link to its predecessor: something was altered, inserted or replayed."""
 
 
 class RemoteConfigError(AgentError):

@@ -55,7 +55,7 @@ import structlog
 from agent.backoff import Backoff
 from agent.cancellation import TaskGroup, cancellable, timeout
 from agent.clock import Clock, SystemClock
-from agent.errors import BufferError as AgentBufferError
+from agent.errors import BufferStoreError as AgentBufferError
 from agent.errors import UplinkError
 
 if TYPE_CHECKING:

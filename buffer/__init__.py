@@ -12,7 +12,7 @@ I2. A batch leaves the queue only by (a) ``ack`` of its seq, after the broker's 
     end-to-end ack, or (b) an eviction or set-aside that is recorded as a DropRecord in the same transaction.
     Nothing disappears uncounted.
 I3. The chain head (last seq, last hash) advances in the same transaction as the append, by exactly one
-    (``batch.seq == head + 1``, else BufferError), and never goes backwards: not after acks, not after a
+    (``batch.seq == head + 1``, else BufferStoreError), and never goes backwards: not after acks, not after a
     crash, not after the store is quarantined or its WAL is lost (R1, R2).
 I4. The queue holds at most ``max_bytes`` (frames plus ROW_OVERHEAD each) and does not push the free space of
     its file system below ``min_free_bytes``; when either limit binds, the oldest batches of the lowest
@@ -65,17 +65,17 @@ Write
 -----
 ``append(batch, declares=ids)`` first makes sure ``batch.seq <= reserved``: if not, the state file is
 rewritten durably (tmp -> fsync -> rename -> fsync(dir)) with ``reserved = seq + 100`` *before* anything is
-committed (failure: recoverable BufferError). Then ``BEGIN IMMEDIATE``; INSERT the row; set
-head_seq/head_hash; bump n:appended; delete the declared drop ids (all must be pending, else BufferError and
+committed (failure: recoverable BufferStoreError). Then ``BEGIN IMMEDIATE``; INSERT the row; set
+head_seq/head_hash; bump n:appended; delete the declared drop ids (all must be pending, else BufferStoreError and
 nothing changes); then, if the stored bytes exceed the effective cap, evict (below); ``COMMIT``. Only after
 the commit does the in-memory mirror change and ``<path>.head`` get its new ``seq`` (rename without fsync,
 about 1 ms; a failure is counted in ``head_file_errors`` and logged, never raised: the batch is committed).
 So one durable state-file write is paid per 100 appends instead of per append (7 ms here).
 
 Any SQLite error (SQLITE_FULL, ENOSPC as SQLITE_IOERR, ...) rolls the transaction back and raises a
-*recoverable* BufferError: nothing of that append is stored, the head did not move, and the caller retries the
+*recoverable* BufferStoreError: nothing of that append is stored, the head did not move, and the caller retries the
 same batch later. A wrong seq, unknown kind, or a frame larger than ``max_bytes`` is a caller bug:
-non-recoverable BufferError.
+non-recoverable BufferStoreError.
 
 Eviction. effective cap = min(max_bytes, stored bytes + free pages in the file + free disk - min_free_bytes
 - the part of WAL_RESERVE (4 MiB) the WAL file does not occupy yet); the reason is ``"disk_low"`` when the

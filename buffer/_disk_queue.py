@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from agent import wire
-from agent.errors import BufferCorruption, BufferError
+from agent.errors import BufferCorruption, BufferStoreError
 from buffer._frame_tags import frame_tags
 from buffer._head_file import RESERVE, HeadState, current_boot_id, read_head_file, write_head_file
 from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, QueuedBatch
@@ -127,10 +127,10 @@ class DiskQueue:
         free_disk: Callable[[Path], int] | None = None,
     ) -> None:
         if sync not in _SYNC:
-            raise BufferError(f"unknown sync policy {sync!r}", key="buffer.sync",
+            raise BufferStoreError(f"unknown sync policy {sync!r}", key="buffer.sync",
                               hint="use 'full' or 'normal'")
         if max_bytes <= 0 or min_free_bytes < 0:
-            raise BufferError(f"max_bytes must be > 0 and min_free_bytes >= 0, got {max_bytes} and "
+            raise BufferStoreError(f"max_bytes must be > 0 and min_free_bytes >= 0, got {max_bytes} and "
                               f"{min_free_bytes}", key="buffer.max_bytes")
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
@@ -155,11 +155,11 @@ class DiskQueue:
     def open(self) -> None:
         """Create or recover the store (see "Recovery" in the spec). Never refuses to start on a bad file."""
         if self._conn is not None:
-            raise BufferError("the buffer is already open", path=str(self.path))
+            raise BufferStoreError("the buffer is already open", path=str(self.path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BufferError(f"cannot create the buffer's directory: {exc.strerror}",
+            raise BufferStoreError(f"cannot create the buffer's directory: {exc.strerror}",
                               path=str(self.path.parent), hint="check gateway.state_dir / buffer.path",
                               recoverable=True) from exc
         self._lock()
@@ -176,7 +176,7 @@ class DiskQueue:
             conn = self._connect_checked()
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):  # locked, unreadable, no space: not the file's fault, do not move it
-                raise BufferError(f"cannot open the buffer: {exc}", path=str(self.path), recoverable=True,
+                raise BufferStoreError(f"cannot open the buffer: {exc}", path=str(self.path), recoverable=True,
                                   hint="check permissions and free space of the state directory") from exc
             bad = self._quarantine(exc)
         except BufferCorruption as exc:
@@ -185,7 +185,7 @@ class DiskQueue:
             try:
                 conn = self._connect_checked()
             except (sqlite3.Error, BufferCorruption) as exc2:
-                raise BufferError(f"cannot create a new buffer: {exc2}", path=str(self.path),
+                raise BufferStoreError(f"cannot create a new buffer: {exc2}", path=str(self.path),
                                   hint="check that the state directory is writable and not full") from exc2
         self._conn = conn
         try:
@@ -199,7 +199,7 @@ class DiskQueue:
         except sqlite3.Error as exc:
             self._conn = None
             conn.close()
-            raise BufferError(f"cannot read the buffer: {exc}", path=str(self.path),
+            raise BufferStoreError(f"cannot read the buffer: {exc}", path=str(self.path),
                               recoverable=True) from exc
         try:
             self._write_head_file(reserve=True)
@@ -216,13 +216,13 @@ class DiskQueue:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise BufferError(f"cannot create the lock file: {exc.strerror}", path=str(lock_path),
+            raise BufferStoreError(f"cannot create the lock file: {exc.strerror}", path=str(lock_path),
                               hint="check gateway.state_dir / buffer.path", recoverable=True) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            raise BufferError("the buffer is in use by another process", path=str(self.path),
+            raise BufferStoreError("the buffer is in use by another process", path=str(self.path),
                               hint="another mine-agent runs with the same state_dir; stop it first") from exc
         self._lock_fd = fd
 
@@ -482,21 +482,21 @@ class DiskQueue:
 
         ``declares`` lists DropRecord ids this (gap) batch declares; they are deleted in the same transaction.
         Then the caps are enforced by evicting the oldest batches of the lowest priority, recorded as drops.
-        Raises BufferError: not recoverable for a wrong seq/kind/size (a caller bug), recoverable for I/O
+        Raises BufferStoreError: not recoverable for a wrong seq/kind/size (a caller bug), recoverable for I/O
         failures such as a full disk (nothing of the failed append is stored).
         """
         conn = self._db()
         head_seq, _ = self._head
         if batch.seq != head_seq + 1:
-            raise BufferError(f"batch seq {batch.seq} does not follow the chain head {head_seq}",
+            raise BufferStoreError(f"batch seq {batch.seq} does not follow the chain head {head_seq}",
                               hint="take chain_head() again: a batch was appended or the store recovered")
         if batch.kind not in KINDS:
-            raise BufferError(f"unknown batch kind {batch.kind!r}; expected one of {', '.join(KINDS)}")
+            raise BufferStoreError(f"unknown batch kind {batch.kind!r}; expected one of {', '.join(KINDS)}")
         if len(batch.hash) != 32:
-            raise BufferError(f"batch hash must have 32 bytes, got {len(batch.hash)}")
+            raise BufferStoreError(f"batch hash must have 32 bytes, got {len(batch.hash)}")
         size = len(batch.frame) + ROW_OVERHEAD
         if size > self.max_bytes:
-            raise BufferError(f"batch seq {batch.seq} ({size} bytes) is larger than buffer.max_bytes "
+            raise BufferStoreError(f"batch seq {batch.seq} ({size} bytes) is larger than buffer.max_bytes "
                               f"({self.max_bytes})", key="buffer.max_bytes", hint="raise buffer.max_bytes")
         try:
             cap, reason = self._effective_cap()
@@ -504,7 +504,7 @@ class DiskQueue:
                 try:
                     self._write_head_file(reserve=True, seq_floor=batch.seq)
                 except OSError as exc:
-                    raise BufferError(f"cannot reserve seq {batch.seq} in the state file: {exc.strerror}",
+                    raise BufferStoreError(f"cannot reserve seq {batch.seq} in the state file: {exc.strerror}",
                                       path=str(self.head_path), recoverable=True,
                                       hint="free disk space in the state directory") from exc
             conn.execute("BEGIN IMMEDIATE")
@@ -525,7 +525,7 @@ class DiskQueue:
                 raise
         except sqlite3.Error as exc:
             log.warning("buffer_append_failed", path=str(self.path), seq=batch.seq, error=str(exc))
-            raise BufferError(f"cannot store batch seq {batch.seq}: {exc}", path=str(self.path),
+            raise BufferStoreError(f"cannot store batch seq {batch.seq}: {exc}", path=str(self.path),
                               hint="free disk space in the state directory" if _is_full(exc) else None,
                               recoverable=True) from exc
         # Committed: now the in-memory mirror may change.
@@ -569,7 +569,7 @@ class DiskQueue:
         found = conn.execute("SELECT count(*) FROM drops WHERE id IN (SELECT value FROM json_each(?))",
                              (json.dumps(ids),)).fetchone()[0]
         if found != len(ids):
-            raise BufferError(f"the gap batch declares drop ids {ids} but only {found} of them are pending",
+            raise BufferStoreError(f"the gap batch declares drop ids {ids} but only {found} of them are pending",
                               hint="declare exactly the ids returned by pending_drops()")
         conn.execute("DELETE FROM drops WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
 
@@ -662,7 +662,7 @@ class DiskQueue:
         try:
             rows = [_Row(*r) for r in conn.execute(sql, params)]
         except sqlite3.Error as exc:
-            raise BufferError(f"cannot read the buffer: {exc}", path=str(self.path),
+            raise BufferStoreError(f"cannot read the buffer: {exc}", path=str(self.path),
                               recoverable=True) from exc
         bad = [r for r in rows if zlib.crc32(r.frame) != r.crc]
         if bad:
@@ -704,7 +704,7 @@ class DiskQueue:
                 self._rollback(conn)
                 raise
         except sqlite3.Error as exc:
-            raise BufferError(f"cannot delete acknowledged batches: {exc}", path=str(self.path),
+            raise BufferStoreError(f"cannot delete acknowledged batches: {exc}", path=str(self.path),
                               recoverable=True) from exc
         for kind, size in gone:
             self._count_by_kind[kind] -= 1
@@ -768,7 +768,7 @@ class DiskQueue:
             after = conn.execute("PRAGMA freelist_count").fetchone()[0]
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
-            raise BufferError(f"cannot compact the buffer: {exc}", path=str(self.path),
+            raise BufferStoreError(f"cannot compact the buffer: {exc}", path=str(self.path),
                               recoverable=True) from exc
         return int(before - after)
 
@@ -798,7 +798,7 @@ class DiskQueue:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise BufferError("the buffer is not open", path=str(self.path), hint="call open() first")
+            raise BufferStoreError("the buffer is not open", path=str(self.path), hint="call open() first")
         return self._conn
 
     @staticmethod

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from buffer import DiskQueue, QueuedBatch
 from buffer._head_file import RESERVE, HeadState, read_head_file, write_head_file
 from tests.buffer.frames import ChainMaker
@@ -228,7 +228,7 @@ def test_store_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     q = DiskQueue(blocker / "b.sqlite", max_bytes=1 << 20)
 
-    with pytest.raises(BufferError, match="cannot create the buffer's directory") as info:
+    with pytest.raises(BufferStoreError, match="cannot create the buffer's directory") as info:
         q.open()
     assert info.value.path == str(blocker)
 
@@ -331,7 +331,7 @@ def test_a_second_process_cannot_open_a_buffer_in_use(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     first = _open(path)
 
-    with pytest.raises(BufferError, match="in use by another process"):
+    with pytest.raises(BufferStoreError, match="in use by another process"):
         _open(path)
     first.close()
     _open(path).close()  # released by close()

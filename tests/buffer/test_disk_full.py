@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from buffer import DiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -54,7 +54,7 @@ def _fill_disk(directory: Path) -> Path:
 
 
 def test_enospc_fails_the_append_recoverably_and_corrupts_nothing(small_fs: Path) -> None:
-    """When the disk fills behind the watermark's back, append raises a recoverable BufferError, the head
+    """When the disk fills behind the watermark's back, append raises a recoverable BufferStoreError, the head
     stays, every committed batch stays readable, and the same batch is accepted once space returns."""
     path = small_fs / "buffer.sqlite"
     # The watermark is told the disk is empty, so nothing is evicted and the real ENOSPC is reached.
@@ -72,7 +72,7 @@ def test_enospc_fails_the_append_recoverably_and_corrupts_nothing(small_fs: Path
         b = chain.next(padding=4000)
         try:
             q.append(b)
-        except BufferError as exc:
+        except BufferStoreError as exc:
             failed = (b, exc)
             break
         committed.append(b)
@@ -132,7 +132,7 @@ def test_sqlite_full_from_a_page_quota_fails_the_append_recoverably(tmp_path: Pa
         b = chain.next(padding=3000)
         try:
             q.append(b)
-        except BufferError as exc:
+        except BufferStoreError as exc:
             failed = (b, exc)
             break
         committed.append(b)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent import wire
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch
 from tests.buffer.frames import ChainMaker
 
@@ -97,7 +97,7 @@ def test_seq_must_follow_the_head(store: DiskQueue) -> None:
     chain.next()  # skip seq 2
     skipped = chain.next()
 
-    with pytest.raises(BufferError, match="does not follow the chain head 1") as info:
+    with pytest.raises(BufferStoreError, match="does not follow the chain head 1") as info:
         store.append(skipped)
     assert not info.value.recoverable
     assert store.chain_head()[0] == 1
@@ -108,7 +108,7 @@ def test_repeated_seq_is_refused(store: DiskQueue) -> None:
     """Appending the same seq twice is refused: the sequence never repeats."""
     (b,) = _fill(store, ChainMaker(), "d")
 
-    with pytest.raises(BufferError):
+    with pytest.raises(BufferStoreError):
         store.append(b)
 
 
@@ -117,7 +117,7 @@ def test_unknown_kind_is_refused(store: DiskQueue) -> None:
     b = ChainMaker().next()
     odd = QueuedBatch(b.seq, "metrics", b.created_ms, b.t0_ms, b.t1_ms, b.records, b.hash, b.frame)
 
-    with pytest.raises(BufferError, match="unknown batch kind"):
+    with pytest.raises(BufferStoreError, match="unknown batch kind"):
         store.append(odd)
 
 
@@ -186,7 +186,7 @@ def test_declaring_an_unknown_drop_is_refused_and_nothing_is_stored(store: DiskQ
     chain = ChainMaker()
     _fill(store, chain, "d")
 
-    with pytest.raises(BufferError, match="pending"):
+    with pytest.raises(BufferStoreError, match="pending"):
         store.append(chain.next("gap"), declares=[42])
     assert store.chain_head()[0] == 1
     assert store.stats().batches == 1
@@ -216,7 +216,7 @@ def test_batch_larger_than_cap_is_refused(tmp_path: Path) -> None:
     q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1000, free_disk=_free)
     q.open()
 
-    with pytest.raises(BufferError, match=r"buffer\.max_bytes"):
+    with pytest.raises(BufferStoreError, match=r"buffer\.max_bytes"):
         q.append(ChainMaker().next(padding=2000))
     q.close()
 
@@ -266,7 +266,7 @@ def test_store_uses_wal_and_incremental_auto_vacuum(store: DiskQueue) -> None:
 
 def test_unknown_sync_policy_is_a_config_error(tmp_path: Path) -> None:
     """A typo in buffer.sync names the key and the allowed values."""
-    with pytest.raises(BufferError, match="unknown sync policy 'fsync'") as info:
+    with pytest.raises(BufferStoreError, match="unknown sync policy 'fsync'") as info:
         DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, sync="fsync")
     assert info.value.key == "buffer.sync"
 

@@ -18,7 +18,7 @@ import agent.uplink
 import buffer
 import drivers
 from agent.clock import Clock
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from agent.sample import Quality, Sample, SampleSink
 from agent.wire import GENESIS_HASH
 from buffer import QueuedBatch
@@ -78,7 +78,7 @@ class MemoryQueue:
     async def append(self, batch: QueuedBatch, *, declares: Sequence[int] = ()) -> None:
         await self._open_gate.wait()
         if batch.seq != self._head[0] + 1:
-            raise BufferError(f"seq {batch.seq} does not follow head {self._head[0]}")
+            raise BufferStoreError(f"seq {batch.seq} does not follow head {self._head[0]}")
         self._batches[batch.seq] = batch
         self._head = (batch.seq, batch.hash)
         self.appended += 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.batcher import Batcher
-from agent.errors import BufferError
+from agent.errors import BufferStoreError
 from agent.pipeline import PipelineOutput
 from agent.signing import generate_key
 from agent.wire import decode_body, open_frame
@@ -25,7 +25,7 @@ class RefusingQueue(AsyncDiskQueue):
 
     async def append(self, batch: QueuedBatch, *, declares: Any = ()) -> None:
         if self.refusing:
-            raise BufferError("disk I/O error", recoverable=True)
+            raise BufferStoreError("disk I/O error", recoverable=True)
         await super().append(batch, declares=declares)
 
 
