@@ -1,8 +1,6 @@
 """Golden configuration cases: every ``tests/config_cases/<case>/agent.toml`` that has a ``load.err`` is
-loaded by the real loader and must fail with exactly that text. Adding a regression means adding a folder.
-
-Cases with other expectations (``expected.jsonl``: samples read from a real server) are run by the driver
-tests, not here.
+loaded by the real loader and must fail with exactly that text. Adding a regression means adding a folder
+(see ``tests/config_cases/README.md``).
 """
 
 from __future__ import annotations
