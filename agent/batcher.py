@@ -8,7 +8,7 @@ on the next flush with the same sequence number; nothing is signed twice under d
 the head did not move.
 
 Rows are packed with the per-batch tag dictionary and millisecond offsets from ``t0`` described in
-:mod:`agent.wire`. A batch never holds more than ``max_rows`` rows; a flush with more rows makes several.
+:mod:`agent.protocol.wire`. A batch never holds more than ``max_rows`` rows; a flush with more rows makes several.
 
 Batches evicted from the buffer by its cap come back from ``pending_drops()`` and are declared in a signed
 ``gap`` batch appended in the same transaction that clears them, so the receiver can tell declared loss
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent import wire
-from agent.clock import Clock, SystemClock
-from agent.column_rows import ColumnRows
-from agent.errors import BufferStoreError
-from agent.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
-from agent.signing import BatchSigner
+from agent.core.clock import Clock, SystemClock
+from agent.core.errors import BufferStoreError
+from agent.pipeline.column_rows import ColumnRows
+from agent.pipeline.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue
@@ -81,7 +81,7 @@ class Batcher:
         self._next_declare = 0.0  # monotonic time of the next check for drops to declare
         self._seq = 0
         self._prev = wire.GENESIS_HASH
-        # (kind, table, rows) not yet stored; rows are lists of lists, or ColumnRows (agent.column_rows).
+        # (kind, table, rows) not yet stored; rows are lists of lists, or ColumnRows (agent.pipeline.column_rows).
         self._pending: list[tuple[str, str, Sequence[list[Any]]]] = []
 
     async def open(self) -> None:

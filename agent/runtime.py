@@ -25,14 +25,14 @@ from typing import Any
 
 import structlog
 
-from agent.backoff import Backoff
 from agent.batcher import Batcher
-from agent.cancellation import TaskGroup, stop_task
-from agent.clock import Clock, SystemClock
-from agent.errors import AgentError, ConfigError, ConfigProblem
-from agent.health_tail import LastValues
-from agent.pipeline import Pipeline, raw_tag_names
-from agent.signing import BatchSigner, load_signer
+from agent.core.backoff import Backoff
+from agent.core.cancellation import TaskGroup, stop_task
+from agent.core.clock import Clock, SystemClock
+from agent.core.errors import AgentError, ConfigError, ConfigProblem
+from agent.pipeline.last_values import LastValues
+from agent.pipeline.pipeline import Pipeline, raw_tag_names
+from agent.protocol.signing import BatchSigner, load_signer
 from config.schema import AgentConfig
 from drivers import Driver, create_driver
 
@@ -107,7 +107,7 @@ class Agent:
         self._apply_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.started_at: float | None = None
-        # Service hooks (agent.health): when the flush loop last completed, on self.clock.monotonic(), for
+        # Service hooks (agent.service.health): when the flush loop last completed, on self.clock.monotonic(), for
         # the watchdog's liveness check; and the last value of every tag, for `mine-agent tail`.
         self.flushed_at: float | None = None
         self.last_values = LastValues()

@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import structlog
 
-from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, cancellable, timeout
-from agent.clock import Clock, SystemClock
-from agent.errors import BufferStoreError as AgentBufferError
-from agent.errors import UplinkError
+from agent.core.backoff import Backoff
+from agent.core.cancellation import TaskGroup, cancellable, timeout
+from agent.core.clock import Clock, SystemClock
+from agent.core.errors import BufferStoreError as AgentBufferError
+from agent.core.errors import UplinkError
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue, QueuedBatch

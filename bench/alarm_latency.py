@@ -28,12 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import wire
-from agent.localbroker import Mosquitto, free_port
-from agent.pipeline import WIN_COLUMNS
+from agent.core.sample import Sample
+from agent.demo.localbroker import Mosquitto, free_port
+from agent.pipeline.pipeline import WIN_COLUMNS
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner, generate_key
 from agent.runtime import Agent
-from agent.sample import Sample
-from agent.signing import BatchSigner, generate_key
 from config.loader import parse_config
 
 TAG = "gas1.ch4"

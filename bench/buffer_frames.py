@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.signing import BatchSigner
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 from buffer import QueuedBatch
 
 WIN_COLS = ["tag", "start", "n", "min", "max", "mean", "last"]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
-from agent.sample import Sample  # noqa: E402
+from agent.core.sample import Sample  # noqa: E402
 from drivers.modbus import ModbusDriver, ModbusTag, ModbusTcpDevice  # noqa: E402
 from drivers.modbus.decode import RegisterBlockDecoder, compile_tag  # noqa: E402
 from drivers.modbus.tests.server import free_port  # noqa: E402

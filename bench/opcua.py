@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asyncua import Client, Server, ua
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.driver import OpcUaDriver
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.localbroker import Mosquitto, free_port, wait_port
-from agent.logs import configure_logging
+from agent.demo.localbroker import Mosquitto, free_port, wait_port
+from agent.protocol.signing import generate_key
 from agent.runtime import Agent
-from agent.signing import generate_key
+from agent.service.logs import configure_logging
 from config.loader import parse_config
 
 WINDOW_S = 10
@@ -140,7 +140,7 @@ def main() -> None:
     broker.start()
     plc_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    plc = subprocess.Popen([sys.executable, "-m", "agent.simulator", "--port", str(plc_port), "--registers",
+    plc = subprocess.Popen([sys.executable, "-m", "agent.demo.simulator", "--port", str(plc_port), "--registers",
                             str(args.registers), "--period", "1"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     results = {}

@@ -10,7 +10,7 @@ of ``repeat`` runs, process time, so a loaded machine inflates it less than wall
 for one core at 10,000 samples/s. All variants run in the same process, so their ratios are comparable.
 
 The last variant feeds the same values as the Modbus driver hands them over: one sample block per device
-poll (agent.sample: the bytes, as float64 here, one timestamp), a burst with a bad sample as plain samples.
+poll (agent.core.sample: the bytes, as float64 here, one timestamp), a burst with a bad sample as plain samples.
 
 Reference (before issue 8, the ten-column window only, same machine): 0.71-0.87 us/sample.
 """
@@ -30,12 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.alarms import TagAlarms
-from agent.calculated import Calculation
-from agent.clock import FakeClock
-from agent.deadband import Deadband
-from agent.pipeline import Pipeline
-from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.core.clock import FakeClock
+from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.pipeline.alarms import TagAlarms
+from agent.pipeline.calculated import Calculation
+from agent.pipeline.deadband import Deadband
+from agent.pipeline.pipeline import Pipeline
 
 T0 = 1_700_000_000_000
 

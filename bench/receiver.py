@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.receiver import ReceiverStore
-from agent.signing import BatchSigner, TrustStore
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.receiver import ReceiverStore
 
 WIN = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]
 

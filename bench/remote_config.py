@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.localbroker import Mosquitto, free_port
-from agent.receiver import BrokerAddress
-from agent.remote_operator import push_and_wait
-from agent.remote_push import push_id, sign_push
-from agent.signing import generate_key
-from agent.simulator import SimulatedPlc
+from agent.demo.localbroker import Mosquitto, free_port
+from agent.demo.simulator import SimulatedPlc
+from agent.protocol.push import push_id, sign_push
+from agent.protocol.signing import generate_key
+from backend.operator import push_and_wait
+from backend.receiver import BrokerAddress
 from tests.e2e.harness import Gateway, LoopThread, agent_process, log_events, wait_until
 
 TAGS = 500

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.sample import Sample
+from agent.core.sample import Sample
 from config.schema import AgentConfig
 from drivers.serial import SerialDevice, SerialDriver
 from drivers.serial.decoding import DecodeError

@@ -2,7 +2,7 @@
 
 Runs the agent in a child process exactly as systemd would (``run_agent`` with a notify socket bound here)
 with 500 tags at 1 s: 5 Modbus TCP devices x 100 holding registers, read by the real driver from a
-simulated PLC (``agent.simulator``, its own process), one raw tag per device so the first batch does not
+simulated PLC (``agent.demo.simulator``, its own process), one raw tag per device so the first batch does not
 wait for a window to close; the real disk buffer and the real MQTT uplink to a Mosquitto the benchmark
 starts on a free loopback port. The PLC and the broker are other processes, so their CPU is not counted.
 
@@ -36,10 +36,10 @@ DEVICES, TAGS = 5, 100
 
 
 def child(state: Path, port: int, mqtt_port: int, plc_port: int) -> None:
-    from agent.commands.run import run_agent
-    from agent.logs import configure_logging
+    from agent.cli.run import run_agent
+    from agent.protocol.signing import generate_key
     from agent.runtime import Agent
-    from agent.signing import generate_key
+    from agent.service.logs import configure_logging
     from config.schema import AgentConfig
 
     configure_logging("json", "warning")
@@ -95,8 +95,8 @@ def _scrape_ms(port: int, n: int = 50) -> float:
 
 def _last_values_ns() -> float:
     """Cost per sample of keeping the last value per tag (the runtime does it for every poll)."""
-    from agent.health_tail import LastValues
-    from agent.sample import Sample
+    from agent.core.sample import Sample
+    from agent.pipeline.last_values import LastValues
 
     lv = LastValues()
     burst = [Sample(f"plc.t{i}", 1_700_000_000_000, float(i)) for i in range(500)]
@@ -116,7 +116,7 @@ def main() -> None:
         child(Path(args.child[0]), *(int(a) for a in args.child[1:]))
         return
 
-    from agent.localbroker import Mosquitto, free_port, wait_port
+    from agent.demo.localbroker import Mosquitto, free_port, wait_port
 
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -124,7 +124,7 @@ def main() -> None:
         broker.start()
         stack.callback(broker.kill)
         plc_port = free_port()
-        plc = subprocess.Popen([sys.executable, "-m", "agent.simulator", "--port", str(plc_port), "--registers",
+        plc = subprocess.Popen([sys.executable, "-m", "agent.demo.simulator", "--port", str(plc_port), "--registers",
                                 str(DEVICES * TAGS), "--period", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stack.callback(plc.wait, 10)

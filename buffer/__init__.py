@@ -82,7 +82,7 @@ Eviction. effective cap = min(max_bytes, stored bytes + free pages in the file +
 disk term binds, else ``"cap"``. The WAL reserve matters: on a full disk a WAL that cannot grow makes even
 deletes fail, so acks and evictions would stop too. With the disk below the watermark the new batch itself
 may be evicted; the head still advances and the loss is declared. Rows are taken oldest first from
-``data``, then ``gap``, then ``alarm``, 32 at a time (their frames are decoded with ``agent.wire`` only to
+``data``, then ``gap``, then ``alarm``, 32 at a time (their frames are decoded with ``agent.protocol.wire`` only to
 collect tag names, then released), and deleted. The evicted seqs are grouped into runs of consecutive seqs;
 each run becomes a DropRecord (seq range, batches, records, min t0 .. max t1, bytes, reason, sorted tag
 union). A run that directly continues the newest pending record of the same reason extends it -- unless that

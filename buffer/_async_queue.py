@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from agent import cancellation
+from agent.core import cancellation
 from buffer._disk_queue import DiskQueue
 from buffer._model import BufferStats, DropRecord, QueuedBatch
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import structlog
 
-from agent import wire
-from agent.errors import BufferCorruption, BufferStoreError
+from agent.core.errors import BufferCorruption, BufferStoreError
+from agent.protocol import wire
 from buffer._frame_tags import frame_tags
 from buffer._head_file import RESERVE, HeadState, current_boot_id, read_head_file, write_head_file
 from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, QueuedBatch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __all__ = ["frame_tags"]
 
-from agent import wire
-from agent.errors import WireFormatError
+from agent.core.errors import WireFormatError
+from agent.protocol import wire
 
 
 def frame_tags(frame: bytes) -> set[str] | None:

@@ -6,7 +6,7 @@ __all__ = ["EVICTION_ORDER", "KINDS", "BufferStats", "DropRecord", "QueuedBatch"
 
 from dataclasses import dataclass, field
 
-from agent import wire
+from agent.protocol import wire
 
 KINDS = ("data", "alarm", "gap")
 # Lowest priority first: when space runs out, old window/raw data goes before the declarations of earlier
@@ -29,7 +29,7 @@ class QueuedBatch:
 
     @classmethod
     def from_wire(cls, batch: wire.Batch, records: int) -> QueuedBatch:
-        """The queued form of a frame just made by :func:`agent.wire.encode_frame`."""
+        """The queued form of a frame just made by :func:`agent.protocol.wire.encode_frame`."""
         return cls(batch.seq, batch.kind, batch.created, batch.t0, batch.t1, records, batch.hash, batch.frame)
 
 

@@ -29,9 +29,9 @@ from pydantic.dataclasses import is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from agent.errors import ConfigProblem
+from agent.core.errors import ConfigProblem
+from agent.core.fields import PATTERN_HELP, ConfigValueError
 from config.locate import KeyLocator, KeyPath
-from config.types import PATTERN_HELP, ConfigValueError
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _SECRET_NAME = re.compile(r"pass|secret|token", re.IGNORECASE)
@@ -413,7 +413,7 @@ def _first_lower(text: str) -> str:
 
 
 def _is_model(tp: Any) -> bool:
-    """A table in the schema: a model, or a pydantic dataclass (used for tags, see config.types.STRICT)."""
+    """A table in the schema: a model, or a pydantic dataclass (used for tags, see agent.core.fields.STRICT)."""
     return isinstance(tp, type) and (issubclass(tp, BaseModel) or is_pydantic_dataclass(tp))
 
 

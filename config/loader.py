@@ -2,7 +2,7 @@
 
 :func:`parse_config` is pure (no file, network or clock access), so the same code validates a file at
 startup, ``mine-agent validate`` and a remote configuration push. It either returns a complete, valid
-configuration or raises :class:`agent.errors.ConfigError` carrying *every* problem found, each with file,
+configuration or raises :class:`agent.core.errors.ConfigError` carrying *every* problem found, each with file,
 line, key path, the bad value and what is allowed; a configuration is never partly applied.
 
 Validation is strict about types: TOML has real integers, floats, booleans and strings, so ``port = "502"``
@@ -12,7 +12,7 @@ lacks, are passed as a table that no setting accepts so they are reported as a w
 
 Every rule lives in the models (``config.schema`` and the drivers' device models), none here, so the JSON
 Schema and the loader cannot disagree about what exists. Rules across keys are model validators: they raise
-``config.types.ConfigValueError`` with ``key=`` so the message points at the line of the offending key.
+``agent.core.fields.ConfigValueError`` with ``key=`` so the message points at the line of the offending key.
 Rules across sections (a reference from one section to a device or tag of another) belong in a model
 validator of ``AgentConfig`` written the same way, with ``key`` relative to the file's root.
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.errors import ConfigError, ConfigProblem
+from agent.core.errors import ConfigError, ConfigProblem
 from config.explain import explain_errors, format_key
 from config.locate import locate_keys
 from config.schema import AgentConfig

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from config.types import (
+from agent.core.fields import (
     FULL_TAG_PATTERN,
     NAME_PATTERN,
     PATTERN_HELP,
@@ -193,7 +193,7 @@ class MqttConfig(StrictModel):
         try:
             text = self.password_file.read_text(encoding="utf-8")
         except OSError as exc:
-            from agent.errors import ConfigError, ConfigProblem
+            from agent.core.errors import ConfigError, ConfigProblem
 
             problem = ConfigProblem(
                 str(self.password_file), None, "mqtt.password_file", f"cannot read: {exc.strerror or exc}"
@@ -308,7 +308,7 @@ class RemoteConfig(StrictModel):
     """[remote_config]: signed configuration pushes from the mine's operator (docs/protocol.md §10).
 
     Absent (the default) means the gateway accepts no remote configuration at all. The trust file is the only
-    way an operator key becomes trusted; a push may not point it elsewhere (see agent.remote_config).
+    way an operator key becomes trusted; a push may not point it elsewhere (see agent.remote.service).
     """
 
     enabled: bool = Field(True, description="Accept signed configuration pushes on <prefix>/<gateway id>/config.")

@@ -6,7 +6,7 @@ yields bad-quality samples and counted errors; ``run`` does not return or raise 
 for a programming error. The runtime supervises it anyway.
 
 The sink takes one poll's readings per call, as a ``Sequence[Sample]``: a plain list, or an
-``agent.sample.Poll`` when the driver can hand whole responses over as ``SampleBlock``s (bytes, one
+``agent.core.sample.Poll`` when the driver can hand whole responses over as ``SampleBlock``s (bytes, one
 timestamp, a shared layout) so that nothing is done per value at poll time. A ``Poll`` iterates as the
 samples it stands for, so a sink that only understands samples needs nothing more.
 
@@ -23,8 +23,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from agent.clock import Clock, SystemClock
-from agent.sample import SampleSink
+from agent.core.clock import Clock, SystemClock
+from agent.core.sample import SampleSink
 
 _REGISTRY: dict[str, str] = {
     "modbus-tcp": "drivers.modbus:ModbusDriver",

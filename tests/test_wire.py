@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.errors import SignatureError, WireFormatError
-from agent.signing import BatchSigner, TrustStore
+from agent.core.errors import SignatureError, WireFormatError
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner, TrustStore
 
 
 @pytest.fixture

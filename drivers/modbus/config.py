@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
-from config.types import STRICT, Name, Port, Seconds, StrictModel
+from agent.core.fields import STRICT, Name, Port, Seconds, StrictModel
 
 RegisterTable = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal[

@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
 from drivers.modbus.config import ModbusTag
 
 _new = tuple.__new__

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from agent.clock import Clock
-from agent.errors import DriverError
-from agent.sample import Poll, SampleSink
+from agent.core.clock import Clock
+from agent.core.errors import DriverError
+from agent.core.sample import Poll, SampleSink
 from drivers import Driver
 from drivers.modbus.config import ModbusDevice, ModbusTag
 from drivers.modbus.decode import BitBlockDecoder, RegisterBlockDecoder, bad_samples, compile_tag

@@ -8,7 +8,7 @@ Why a layer of our own over the pymodbus client:
 * **Connecting.** pymodbus does not retry a failed first ``connect()`` and, after a lost connection,
   retries on its own schedule (up to 300 s apart). Here pymodbus' own reconnect is switched off
   (``reconnect_delay=0``) and :meth:`ModbusLink.ensure_connected` connects with our capped, jittered
-  :class:`agent.backoff.Backoff` on the injected clock, so a PLC that is power-cycled or plugged in late
+  :class:`agent.core.backoff.Backoff` on the injected clock, so a PLC that is power-cycled or plugged in late
   is found within ``reconnect_max_s``.
 * **Bytes.** Register reads (function codes 3 and 4) are answered with the register bytes as sent
   (:class:`WordsResponse`, registered on each client), not a list of ints: the decoders unpack tags straight
@@ -50,10 +50,10 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from agent.backoff import Backoff
-from agent.cancellation import cancellable, timeout
-from agent.clock import Clock
-from agent.errors import DeviceTimeout, DriverError
+from agent.core.backoff import Backoff
+from agent.core.cancellation import cancellable, timeout
+from agent.core.clock import Clock
+from agent.core.errors import DeviceTimeout, DriverError
 from drivers.modbus.config import ModbusDevice, ModbusRtuDevice, ModbusRtuTcpDevice
 
 EXCEPTION_NAMES = {

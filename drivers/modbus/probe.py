@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 from pydantic import TypeAdapter, ValidationError
 
-from agent.clock import SystemClock
-from agent.sample import Quality, Sample
+from agent.core.clock import SystemClock
+from agent.core.sample import Quality, Sample
 from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusTag
 from drivers.modbus.decode import BitBlockDecoder, RegisterBlockDecoder, compile_tag
 from drivers.modbus.link import ModbusLink, ReadError, describe, registers_of

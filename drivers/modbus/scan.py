@@ -21,7 +21,7 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from agent.clock import SystemClock
+from agent.core.clock import SystemClock
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.link import (
     ExceptionResponseError,

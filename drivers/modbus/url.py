@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from agent.errors import AgentError
+from agent.core.errors import AgentError
 
 TABLES = {
     "hr": "holding",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.cancellation import timeout
-from agent.errors import DriverError
+from agent.core.cancellation import timeout
+from agent.core.errors import DriverError
 from drivers.opcua.config import DEFAULT_PKI_DIR, NAME_MAX, OpcUaDevice
 from drivers.opcua.plan import effective_limit
 

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from config.types import Name, Seconds, StrictModel
+from agent.core.fields import Name, Seconds, StrictModel
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 SecurityMode = Literal["Sign", "SignAndEncrypt"]

@@ -37,11 +37,11 @@ from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
 from asyncua.ua.uaerrors import UaError
 
-from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, cancellable, timeout
-from agent.clock import Clock
-from agent.errors import DriverError
-from agent.sample import Quality, Sample, SampleSink
+from agent.core.backoff import Backoff
+from agent.core.cancellation import TaskGroup, cancellable, timeout
+from agent.core.clock import Clock
+from agent.core.errors import DriverError
+from agent.core.sample import Quality, Sample, SampleSink
 from drivers import DeviceStats, Driver
 from drivers.opcua.config import OpcUaDevice, OpcUaTag, parse_browse_path
 from drivers.opcua.plan import OperationLimits, chunks, effective_limit, group_by

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.errors import DriverError
+from agent.core.errors import DriverError
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from asyncua import Client, ua
 
-from agent.cancellation import cancellable, timeout
+from agent.core.cancellation import cancellable, timeout
 from drivers.opcua.plan import OperationLimits, chunks
 
 _LIMIT_NODES = (

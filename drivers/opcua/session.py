@@ -22,8 +22,8 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 
-from agent.cancellation import timeout
-from agent.errors import DriverError
+from agent.core.cancellation import timeout
+from agent.core.errors import DriverError
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.pki import Pki
 from drivers.opcua.status import status_name

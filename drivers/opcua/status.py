@@ -12,7 +12,7 @@ __all__ = ["overflowed", "quality_of", "status_name"]
 
 from functools import lru_cache
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 
 _SEVERITY_SHIFT = 30
 _CODE_MASK = 0xFFFF0000

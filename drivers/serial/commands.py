@@ -22,8 +22,8 @@ from typing import TextIO
 import serial
 from pydantic import ValidationError
 
-from agent.errors import AgentError, ConfigError, ConfigProblem
-from agent.sample import Quality
+from agent.core.errors import AgentError, ConfigError, ConfigProblem
+from agent.core.sample import Quality
 from drivers.serial.config import SerialDevice
 from drivers.serial.decoding import DecodeError
 from drivers.serial.samples import TagMapper

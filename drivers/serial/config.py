@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from config.types import Name, Seconds, StrictModel
+from agent.core.fields import Name, Seconds, StrictModel
 from drivers.serial.checksum import ChecksumSpec
 from drivers.serial.decoding import Decoder, RegexDecoder, StructDecoder, struct_value_count
 from drivers.serial.framing import DelimitedFramer, Framer, LengthFramer, Trace

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 
 import structlog
 
-from agent.backoff import Backoff
-from agent.cancellation import TaskGroup, timeout
-from agent.clock import Clock
-from agent.errors import DriverError
-from agent.sample import Quality, Sample, SampleSink
+from agent.core.backoff import Backoff
+from agent.core.cancellation import TaskGroup, timeout
+from agent.core.clock import Clock
+from agent.core.errors import DriverError
+from agent.core.sample import Quality, Sample, SampleSink
 from drivers import Driver
 from drivers.serial.config import SerialDevice
 from drivers.serial.decoding import DecodeError, FieldValue

@@ -17,7 +17,7 @@ import os
 
 import serial
 
-from agent.errors import DriverError
+from agent.core.errors import DriverError
 from drivers.serial.config import SerialDevice
 
 _PARITY = {

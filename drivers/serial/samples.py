@@ -11,7 +11,7 @@ __all__ = ["TagMapper"]
 
 from collections.abc import Mapping, Sequence
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.serial.config import SerialTag
 from drivers.serial.decoding import FieldValue
 

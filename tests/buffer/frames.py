@@ -6,8 +6,8 @@ import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.signing import BatchSigner
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 from buffer import QueuedBatch
 
 

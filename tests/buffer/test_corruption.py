@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BufferStoreError
+from agent.core.errors import BufferStoreError
 from buffer import DiskQueue, QueuedBatch
 from buffer._head_file import RESERVE, HeadState, read_head_file, write_head_file
 from tests.buffer.frames import ChainMaker

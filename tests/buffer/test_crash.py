@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import wire
+from agent.protocol import wire
 from buffer import DiskQueue
 from tests.buffer.append_child import append_forever
 

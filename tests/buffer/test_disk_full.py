@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BufferStoreError
+from agent.core.errors import BufferStoreError
 from buffer import DiskQueue
 from tests.buffer.frames import ChainMaker
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import wire
-from agent.errors import BufferStoreError
+from agent.core.errors import BufferStoreError
+from agent.protocol import wire
 from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch
 from tests.buffer.frames import ChainMaker
 

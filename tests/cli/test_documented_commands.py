@@ -1,4 +1,5 @@
-"""Every ``mine-agent ...`` command line shown to a reader parses with the CLI's own argument parser.
+"""Every ``mine-agent ...`` and ``mine-backend ...`` command line shown to a reader parses with that program's
+own argument parser.
 
 Technicians copy these lines from the README, the docs, the driver READMEs and the installer's messages; a
 line the parser refuses is a command that fails in the field (``validate --config FILE`` did). Lines are taken
@@ -17,8 +18,10 @@ from typing import NoReturn
 
 import pytest
 
-from agent.cli import COMMANDS
+from agent.cli import COMMANDS as AGENT_COMMANDS
+from backend.cli import COMMANDS as BACKEND_COMMANDS
 
+PROGRAMS = {"mine-agent": AGENT_COMMANDS, "mine-backend": BACKEND_COMMANDS}
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
     ROOT / "README.md",
@@ -29,7 +32,7 @@ DOCS = [
 SCRIPTS = [ROOT / "systemd" / "install.sh"]
 
 _SYNOPSIS = re.compile(r"\[|<|\.\.\.|\|")
-_SPAN = re.compile(r"`(mine-agent [^`]+)`")
+_SPAN = re.compile(r"`((?:mine-agent|mine-backend) [^`]+)`")
 
 
 class _Refused(Exception):
@@ -45,21 +48,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command_at(text: str) -> str | None:
-    """The ``mine-agent`` command a line of code shows, without prompt, sudo or trailing comment; None when
-    ``mine-agent`` there is not a command (a unit name in ``journalctl -u mine-agent``, a placeholder)."""
-    at = text.find("mine-agent ")
-    if at < 0 or (at > 0 and text[at - 1] not in " $'\"("):
+    """The ``mine-agent``/``mine-backend`` command a line of code shows, without prompt, sudo or trailing comment;
+    None when the name there is not a command (a unit name in ``journalctl -u mine-agent``, a placeholder)."""
+    found = [(at, prog) for prog in PROGRAMS if (at := text.find(prog + " ")) >= 0]
+    if not found:
+        return None
+    at, prog = min(found)
+    if at > 0 and text[at - 1] not in " $'\"(":
         return None
     command = re.split(r"\s+#\s", text[at:], maxsplit=1)[0].rstrip()
     words = command.split()
-    if len(words) < 2 or words[1] not in COMMANDS:
+    if len(words) < 2 or words[1] not in PROGRAMS[prog]:
         return None
     return command
 
 
 def _runs_something(span: str) -> bool:
     """An inline span that shows arguments (an option, a path, a URL, a pattern) is a command to run; one of
-    plain words (`mine-agent config push`) names a command in prose."""
+    plain words (`mine-backend config push`) names a command in prose."""
     return any(word.startswith("-") or any(c in word for c in "/.:=*'") for word in span.split()[2:])
 
 
@@ -99,14 +105,15 @@ def documented_commands() -> list[tuple[str, str]]:
 
 def parse(command: str) -> argparse.Namespace:
     try:
-        argv = shlex.split(command)[1:]
+        program, *argv = shlex.split(command)
     except ValueError as exc:
         raise _Refused(f"not a shell command line: {exc}") from exc
-    if not argv or argv[0] not in COMMANDS:
+    commands = PROGRAMS[program]
+    if not argv or argv[0] not in commands:
         raise _Refused(f"no such command {argv[:1]}")
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = _Parser(prog=f"mine-agent {name}")
+    module = importlib.import_module(commands[name][0])
+    parser = _Parser(prog=f"{program} {name}")
     module.add_arguments(parser)
     return parser.parse_args(argv[1:])
 
@@ -116,8 +123,8 @@ COMMANDS_SHOWN = documented_commands()
 
 def test_the_docs_show_commands() -> None:
     # The extraction finds the commands the README walks through; an empty list would pass every test below.
-    shown = {command.split()[1] for _, command in COMMANDS_SHOWN}
-    assert {"validate", "keys", "status", "probe", "receive"} <= shown
+    shown = {" ".join(command.split()[:2]) for _, command in COMMANDS_SHOWN}
+    assert {"mine-agent validate", "mine-agent keys", "mine-agent status", "mine-backend receive"} <= shown
 
 
 @pytest.mark.parametrize(("where", "command"), COMMANDS_SHOWN, ids=[w for w, _ in COMMANDS_SHOWN])
@@ -131,3 +138,5 @@ def test_documented_command_parses(where: str, command: str) -> None:
 def test_a_wrong_command_is_refused() -> None:
     with pytest.raises(_Refused):
         parse("mine-agent validate --config agent.toml")
+    with pytest.raises(_Refused):
+        parse("mine-agent receive --db r.sqlite --report")  # the backend's command

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.commands.config import schema_text
+from agent.cli.config import schema_text
 
 EXAMPLE = Path(__file__).parent.parent.parent / "config" / "examples" / "gateway.toml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from config.loader import load_config
 
 CASES_DIR = Path(__file__).parent.parent / "config_cases"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
-from agent.errors import ConfigProblem
+from agent.core.errors import ConfigProblem
+from agent.core.fields import ConfigValueError, Name, StrictModel
 from config.explain import explain_errors, format_key, show_value
 from config.locate import locate_keys
-from config.types import ConfigValueError, Name, StrictModel
 
 
 class _Sensor(StrictModel):

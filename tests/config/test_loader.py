@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError, ConfigProblem
+from agent.core.errors import ConfigError, ConfigProblem
 from config.loader import load_config, parse_config
 from config.schema import AgentConfig
 

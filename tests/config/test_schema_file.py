@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.commands.config import schema_text
+from agent.cli.config import schema_text
 from config.schema import SCHEMA_ID
 
 SCHEMA_FILE = Path(__file__).parent.parent.parent / "config" / "mine-agent.schema.json"

@@ -1,7 +1,7 @@
 """End-to-end harness: a gateway configuration, the agent and the reference receiver as real processes.
 
 The agent runs as ``python -m agent.cli run`` so a test can ``kill -9`` it exactly as a power cut or the
-OOM killer would; the receiver runs as ``python -m agent.cli receive`` and its report is read through the
+OOM killer would; the receiver runs as ``python -m backend.cli receive`` and its report is read through the
 same CLI a backend engineer would use.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.localbroker import free_port
-from agent.signing import generate_key
+from agent.demo.localbroker import free_port
+from agent.protocol.signing import generate_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,7 +174,7 @@ def agent_process(gw: Gateway, log_name: str = "agent.log") -> Process:
 
 
 def receiver_process(root: Path, broker_url: str, trust: Path, *, extra: list[str] | None = None) -> Process:
-    return Process([sys.executable, "-m", "agent.cli", "receive", "--broker", broker_url, "--trust", str(trust),
+    return Process([sys.executable, "-m", "backend.cli", "receive", "--broker", broker_url, "--trust", str(trust),
                     "--db", str(root / "receiver.sqlite"), "--prefix", "mine", *(extra or [])],
                    root / "receiver.log")
 
@@ -183,7 +183,7 @@ def receiver_report(root: Path) -> dict[str, Any]:
     """The receiver's report; empty before the receiver has created its database."""
     if not (root / "receiver.sqlite").exists():
         return {"gateways": {}}
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "receive", "--db", str(root / "receiver.sqlite"),
+    out = subprocess.run([sys.executable, "-m", "backend.cli", "receive", "--db", str(root / "receiver.sqlite"),
                           "--report"], capture_output=True, env=env(), timeout=60, check=True)
     return json.loads(out.stdout)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import Mosquitto, free_port
-from agent.receiver import ReceiverStore
-from agent.simulator import SimulatedPlc
+from agent.demo.localbroker import Mosquitto, free_port
+from agent.demo.simulator import SimulatedPlc
+from backend.receiver import ReceiverStore
 from tests.e2e.harness import (
     Gateway,
     LoopThread,

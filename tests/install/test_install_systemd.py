@@ -11,7 +11,7 @@ real systemd: READY, a watchdog restart after the main process is frozen with SI
 reload`` applying an edited file in place, and ``systemctl stop`` ending cleanly.
 
 The broker is the Debian ``mosquitto`` package inside the container, and the field device is the agent's
-own simulated Modbus TCP PLC (``agent.simulator``) on the container's loopback.
+own simulated Modbus TCP PLC (``agent.demo.simulator``) on the container's loopback.
 
 Every command and its output goes to a transcript (``MINE_AGENT_TEST_TRANSCRIPT``, default
 ``<tmp>/transcript.txt``), printed at the end.
@@ -203,7 +203,7 @@ def test_documented_install_on_fresh_debian(gateway_root: Path, transcript: Tran
 def check_service(gw: Container, printed: list[str]) -> None:
     # The field device: the agent's simulated Modbus PLC on this gateway's loopback; the broker came with
     # the mosquitto package and starts at boot.
-    gw.sh(f"systemd-run --unit=plc-sim /opt/mine-agent/venv/bin/python -m agent.simulator --port {PLC_PORT}")
+    gw.sh(f"systemd-run --unit=plc-sim /opt/mine-agent/venv/bin/python -m agent.demo.simulator --port {PLC_PORT}")
     gw.sh("systemctl is-active mosquitto")
 
     for command in printed:

@@ -1,5 +1,5 @@
 """The tests' broker is the same launcher the demo uses."""
 
-from agent.localbroker import Mosquitto, free_port, wait_port
+from agent.demo.localbroker import Mosquitto, free_port, wait_port
 
 __all__ = ["Mosquitto", "free_port", "wait_port"]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.clock import FakeClock
-from agent.pipeline import WIN_COLUMNS, Pipeline
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
 
 T0 = 1_700_000_000_000
 W = 10_000

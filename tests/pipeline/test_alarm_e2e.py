@@ -1,7 +1,7 @@
 """End to end: an alarm raised while a large backlog drains reaches the receiver ahead of that backlog.
 
 Real processes and peers, through the integrator's harness (tests/e2e/harness.py): a simulated Modbus PLC,
-the agent (``mine-agent run``), Mosquitto, and the reference receiver (``mine-agent receive``). Before the
+the agent (``mine-agent run``), Mosquitto, and the reference receiver (``mine-backend receive``). Before the
 agent starts, its buffer is filled with a backlog of signed data batches, as after a long link outage. Once
 the receiver is visibly draining that backlog, the PLC's methane reading goes over the alarm limit. The
 receiver's insertion order (its ``records.id``) shows what arrived when. The agent reaches the broker
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from agent import wire
-from agent.localbroker import free_port
-from agent.pipeline import WIN_COLUMNS
-from agent.simulator import SimulatedPlc
+from agent.demo.localbroker import free_port
+from agent.demo.simulator import SimulatedPlc
+from agent.pipeline.pipeline import WIN_COLUMNS
+from agent.protocol import wire
 from tests.e2e.harness import Gateway, LoopThread, agent_process, modbus_device, receiver_process, wait_until
 from tests.peers.mosquitto import Mosquitto
 from tests.pipeline.latency_proxy import LatencyProxy

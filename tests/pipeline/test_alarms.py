@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.alarms import ALARM_COLUMNS, TagAlarms
-from agent.clock import FakeClock
-from agent.pipeline import Pipeline
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.pipeline.alarms import ALARM_COLUMNS, TagAlarms
+from agent.pipeline.pipeline import Pipeline
 
 T0 = 1_700_000_000_000
 TAG = "gas1.ch4"

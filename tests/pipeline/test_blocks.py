@@ -16,13 +16,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.alarms import TagAlarms
-from agent.calculated import Calculation
-from agent.clock import FakeClock
-from agent.deadband import Deadband
-from agent.health_tail import LastValues
-from agent.pipeline import WIN_COLUMNS, Pipeline
-from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.core.clock import FakeClock
+from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.pipeline.alarms import TagAlarms
+from agent.pipeline.calculated import Calculation
+from agent.pipeline.deadband import Deadband
+from agent.pipeline.last_values import LastValues
+from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
 
 T0 = 1_700_000_000_000
 TAGS = [f"d.t{i}" for i in range(6)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.calculated import Calculation
-from agent.clock import FakeClock
-from agent.pipeline import WIN_COLUMNS, Pipeline
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.pipeline.calculated import Calculation
+from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
 
 T0 = 1_700_000_000_000
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.errors import ConfigError
-from agent.pipeline import Pipeline
-from agent.sample import Sample
+from agent.core.clock import FakeClock
+from agent.core.errors import ConfigError
+from agent.core.sample import Sample
+from agent.pipeline.pipeline import Pipeline
 from config.loader import parse_config
 
 BASE = """

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.deadband import Deadband
-from agent.pipeline import WIN_COLUMNS, Pipeline
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.pipeline.deadband import Deadband
+from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
 
 T0 = 1_700_000_000_000
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from agent.alarms import ALARM_COLUMNS
+from agent.pipeline.alarms import ALARM_COLUMNS
 from config.schema import AlarmRule, CalculatedTag, DeadbandRule
 
 DOCS = Path(__file__).parent.parent.parent / "docs"

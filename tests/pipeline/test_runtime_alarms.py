@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from agent import wire
-from agent.clock import FakeClock
-from agent.localbroker import free_port
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.demo.localbroker import free_port
+from agent.protocol import wire
+from agent.protocol.signing import TrustStore, generate_key
 from agent.runtime import Agent
-from agent.sample import Quality, Sample
-from agent.signing import TrustStore, generate_key
 from config.loader import parse_config
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent import wire
-from agent.signing import BatchSigner
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 
 WIN_COLUMNS = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]
 GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]

@@ -13,8 +13,8 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.signing import BatchSigner
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BEGIN = "<!-- BEGIN generated example: python3 -m tests.receiver.protocol_example -->"

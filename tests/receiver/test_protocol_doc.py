@@ -7,9 +7,9 @@ import importlib
 import msgpack
 import pytest
 
-from agent import wire
-from agent.sample import Quality
-from agent.signing import TrustStore, parse_public_key
+from agent.core.sample import Quality
+from agent.protocol import wire
+from agent.protocol.signing import TrustStore, parse_public_key
 from tests.receiver import chain
 from tests.receiver.protocol_example import DOC, documented_block, example_batch, example_signer, render
 
@@ -58,8 +58,8 @@ def test_documented_header_fields_are_the_signed_keys() -> None:
 
 
 @pytest.mark.parametrize(("marker", "module", "name", "fallback"), [
-    ("win-columns", "agent.pipeline", "WIN_COLUMNS", chain.WIN_COLUMNS),
-    ("raw-columns", "agent.pipeline", "RAW_COLUMNS", ["tag", "ts", "value", "quality", "reason"]),
+    ("win-columns", "agent.pipeline.pipeline", "WIN_COLUMNS", chain.WIN_COLUMNS),
+    ("raw-columns", "agent.pipeline.pipeline", "RAW_COLUMNS", ["tag", "ts", "value", "quality", "reason"]),
     ("gap-columns", "agent.batcher", "GAP_COLUMNS", chain.GAP_COLUMNS),
 ])
 def test_documented_columns_are_the_codes(marker: str, module: str, name: str, fallback: list[str]) -> None:

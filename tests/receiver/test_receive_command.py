@@ -1,4 +1,4 @@
-"""``mine-agent receive``: the report and records modes, clear errors, and a real run stopped by SIGTERM."""
+"""``mine-backend receive``: the report and records modes, clear errors, and a real run stopped by SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cli import main
-from agent.errors import AgentError
-from agent.receiver import ReceiverStore, parse_broker_url
-from agent.signing import BatchSigner, TrustStore
+from agent.core.errors import AgentError
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.cli import main
+from backend.receiver import ReceiverStore, parse_broker_url
 from tests.peers.mosquitto import Mosquitto
 from tests.receiver.chain import Chain
 
@@ -109,7 +109,7 @@ async def test_receive_runs_until_sigterm(broker: Mosquitto, tmp_path: Path, sig
     """The command stores what is published and exits 0 on SIGTERM, with its database consistent."""
     db = tmp_path / "r.sqlite"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", "receive", "--broker", broker.url, "--trust", str(trust_file),
+        sys.executable, "-m", "backend.cli", "receive", "--broker", broker.url, "--trust", str(trust_file),
         "--db", str(db), "--client-id", "test-cli-receiver",
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)

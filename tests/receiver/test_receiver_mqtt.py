@@ -12,9 +12,9 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.errors import AgentError
-from agent.receiver import Receiver, ReceiverStore
-from agent.signing import BatchSigner, TrustStore
+from agent.core.errors import AgentError
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.receiver import Receiver, ReceiverStore
 from tests.peers.mosquitto import Mosquitto
 from tests.receiver.chain import Chain
 

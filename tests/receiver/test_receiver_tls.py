@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from agent.errors import AgentError
-from agent.receiver import Receiver, ReceiverStore, TlsFiles
-from agent.signing import BatchSigner, TrustStore
+from agent.core.errors import AgentError
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.receiver import Receiver, ReceiverStore, TlsFiles
 from tests.peers.mosquitto import Mosquitto
 
 DEADLINE = 30.0

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.receiver import ReceiverStore
-from agent.signing import BatchSigner, TrustStore
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.receiver import ReceiverStore
 from tests.receiver.chain import Chain
 
 

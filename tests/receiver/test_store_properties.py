@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.receiver import ReceiverStore, coalesce
-from agent.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner, TrustStore
+from backend.receiver import ReceiverStore, coalesce
 from tests.receiver.chain import Chain
 
 SIGNER = BatchSigner(Ed25519PrivateKey.generate())

@@ -1,5 +1,5 @@
 """Remote configuration against real peers: Mosquitto, simulated PLCs, the agent as a process, the operator's
-push through the same code as ``mine-agent config push``."""
+push through the same code as ``mine-backend config push``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import Mosquitto, free_port
-from agent.receiver import BrokerAddress
-from agent.remote_operator import push_and_wait
-from agent.remote_push import push_id, sign_push
-from agent.signing import BatchSigner, generate_key
-from agent.simulator import SimulatedPlc
+from agent.demo.localbroker import Mosquitto, free_port
+from agent.demo.simulator import SimulatedPlc
+from agent.protocol.push import push_id, sign_push
+from agent.protocol.signing import BatchSigner, generate_key
+from backend.operator import push_and_wait
+from backend.receiver import BrokerAddress
 from tests.e2e.harness import Gateway, LoopThread, Process, agent_process, log_events, modbus_device, wait_until
 
 TAGS = [("a", 0, "uint16"), ("b", 1, "int16")]

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.localbroker import free_port
-from agent.signing import generate_key
+from agent.demo.localbroker import free_port
+from agent.protocol.signing import generate_key
 from tests.e2e.harness import env, log_events, receiver_process, wait_until
 from tests.remote.conftest import HEALTH_WINDOW_S, RemoteGateway
 

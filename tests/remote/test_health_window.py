@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.remote_config import ConfigService
+from agent.core.clock import FakeClock
+from agent.remote.service import ConfigService
 from agent.runtime import ApplyResult
 from config.loader import load_config
 from config.schema import AgentConfig

@@ -13,10 +13,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from agent.errors import ConfigError
-from agent.localbroker import Mosquitto
-from agent.signing import generate_key
-from agent.simulator import SimulatedPlc
+from agent.core.errors import ConfigError
+from agent.demo.localbroker import Mosquitto
+from agent.demo.simulator import SimulatedPlc
+from agent.protocol.signing import generate_key
 from config.loader import parse_config
 from tests.e2e.harness import LoopThread, wait_until
 from tests.remote.conftest import RemoteGateway
@@ -47,7 +47,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteGateway]
 
 
 def _free_port() -> int:
-    from agent.localbroker import free_port
+    from agent.demo.localbroker import free_port
 
     return free_port()
 
@@ -209,9 +209,9 @@ def test_repeated_delivery_of_a_push_is_handled_once(gateway: RemoteGateway, tmp
 
     import asyncio
 
-    from agent.receiver import BrokerAddress
-    from agent.remote_operator import push_and_wait
-    from agent.remote_push import push_id
+    from agent.protocol.push import push_id
+    from backend.operator import push_and_wait
+    from backend.receiver import BrokerAddress
 
     again = asyncio.run(push_and_wait(BrokerAddress("127.0.0.1", rg.broker.port, tls=False), payload,
                                       prefix="mine", gateway=rg.gw.id, push=push_id(payload), wait_s=3.0))

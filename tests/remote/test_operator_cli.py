@@ -1,4 +1,4 @@
-"""The operator's commands: 'mine-agent config keys init' and 'mine-agent config push', with their exit codes."""
+"""The operator's commands: 'mine-backend config keys init' and 'mine-backend config push', with their exit codes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.localbroker import Mosquitto
-from agent.signing import load_signer
+from agent.demo.localbroker import Mosquitto
+from agent.protocol.signing import load_signer
 from tests.e2e.harness import env
 from tests.remote.conftest import RemoteGateway
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env(),
+    return subprocess.run([sys.executable, "-m", "backend.cli", *args], capture_output=True, text=True, env=env(),
                           timeout=timeout, check=False)
 
 

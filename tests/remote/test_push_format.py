@@ -1,4 +1,4 @@
-"""The signed push format (agent.remote_push): what passes, and every reason something does not."""
+"""The signed push format (agent.protocol.push): what passes, and every reason something does not."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from agent.remote_push import ConfigPush, PushRefused, open_push, push_id, sign_push
-from agent.signing import BatchSigner, TrustStore, generate_key
+from agent.protocol.push import ConfigPush, PushRefused, open_push, push_id, sign_push
+from agent.protocol.signing import BatchSigner, TrustStore, generate_key
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.remote_config import INTERRUPTED, startup_config
-from agent.remote_state import ConfigState, StateFiles, sha256_text, write_atomic
+from agent.core.errors import ConfigError
+from agent.remote.service import INTERRUPTED, startup_config
+from agent.remote.state import ConfigState, StateFiles, sha256_text, write_atomic
 from tests.e2e.harness import Gateway
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.run import run_agent
-from agent.health import LivenessPolicy
+from agent.cli.run import run_agent
+from agent.protocol.signing import BatchSigner, generate_key
 from agent.runtime import Agent
-from agent.sdnotify import Notifier
-from agent.signing import BatchSigner, generate_key
+from agent.service.health import LivenessPolicy
+from agent.service.sdnotify import Notifier
 from config.schema import AgentConfig
 from tests.service.standins import config_toml, install_standins, make_config
 

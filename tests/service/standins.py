@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import agent.uplink
 import buffer
 import drivers
-from agent.clock import Clock
-from agent.errors import BufferStoreError
-from agent.sample import Quality, Sample, SampleSink
-from agent.wire import GENESIS_HASH
+from agent.core.clock import Clock
+from agent.core.errors import BufferStoreError
+from agent.core.sample import Quality, Sample, SampleSink
+from agent.protocol.wire import GENESIS_HASH
 from buffer import QueuedBatch
 from config.schema import AgentConfig
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.health import HealthMonitor, LivenessPolicy, assess
+from agent.service.health import HealthMonitor, LivenessPolicy, assess
 from tests.service.standins import make_config
 
 POLICY = LivenessPolicy()  # the production defaults: flush 60 s, devices 180 s, uplink 120 s

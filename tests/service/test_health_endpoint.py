@@ -16,10 +16,10 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.commands import status, tail
-from agent.health import LivenessPolicy
+from agent.cli import status, tail
+from agent.protocol.signing import BatchSigner
 from agent.runtime import Agent
-from agent.signing import BatchSigner
+from agent.service.health import LivenessPolicy
 from tests.service.conftest import NotifyReceiver, running
 from tests.service.standins import MemoryQueue
 

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from agent import logs
-from agent.logs import RepeatLimiter, configure_logging, flush_suppressed
+from agent.service import logs
+from agent.service.logs import RepeatLimiter, configure_logging, flush_suppressed
 
 
 class Ticker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import render_metrics
+from agent.service.metrics import render_metrics
 
 
 def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

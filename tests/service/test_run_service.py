@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.signing import BatchSigner
+from agent.protocol.signing import BatchSigner
 from config.schema import HealthConfig
 from tests.service.conftest import NotifyReceiver, running
 from tests.service.standins import LoopbackUplink, MemoryQueue, SimDriver, config_toml, make_config
@@ -130,9 +130,9 @@ async def test_health_port_in_use_does_not_stop_data_collection(tmp_path: Path, 
 
     import structlog
 
-    from agent.commands.run import run_agent
+    from agent.cli.run import run_agent
     from agent.runtime import Agent
-    from agent.sdnotify import Notifier
+    from agent.service.sdnotify import Notifier
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

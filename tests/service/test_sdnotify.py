@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.sdnotify import Notifier, watchdog_interval
+from agent.service.sdnotify import Notifier, watchdog_interval
 from tests.service.conftest import NotifyReceiver
 
 

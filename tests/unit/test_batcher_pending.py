@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from agent.batcher import Batcher
-from agent.errors import BufferStoreError
-from agent.pipeline import PipelineOutput
-from agent.signing import generate_key
-from agent.wire import decode_body, open_frame
+from agent.core.errors import BufferStoreError
+from agent.pipeline.pipeline import PipelineOutput
+from agent.protocol.signing import generate_key
+from agent.protocol.wire import decode_body, open_frame
 from buffer import AsyncDiskQueue, QueuedBatch
 
 T0 = 1_700_000_000_000

@@ -1,4 +1,4 @@
-"""agent.cancellation: the same timeout, task-group and stop behaviour on every supported interpreter.
+"""agent.core.cancellation: the same timeout, task-group and stop behaviour on every supported interpreter.
 
 Each scenario states what must hold; the ones marked "fails with asyncio's own" fail on Debian 12's Python
 3.11.2 when the agent's helper is replaced by the asyncio original (and the TaskGroup ones on 3.12 too).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cancellation import TaskGroup, cancellable, stop_task, timeout
+from agent.core.cancellation import TaskGroup, cancellable, stop_task, timeout
 
 
 class Boom(Exception):
@@ -328,7 +328,7 @@ def test_product_code_uses_the_helpers_not_the_asyncio_originals() -> None:
     found = []
     for path in _product_modules():
         found += _forbidden(ast.parse(path.read_text(), str(path)), str(path.relative_to(_ROOT)))
-    assert not found, "use agent.cancellation (timeout, TaskGroup, stop_task) instead:\n" + "\n".join(found)
+    assert not found, "use agent.core.cancellation (timeout, TaskGroup, stop_task) instead:\n" + "\n".join(found)
 
 
 def test_guard_sees_the_patterns_it_forbids() -> None:

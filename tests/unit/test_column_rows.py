@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from agent.batcher import Batcher
-from agent.column_rows import ColumnRows, Repeated
-from agent.pipeline import PipelineOutput
-from agent.signing import generate_key
-from agent.wire import open_frame
+from agent.pipeline.column_rows import ColumnRows, Repeated
+from agent.pipeline.pipeline import PipelineOutput
+from agent.protocol.signing import generate_key
+from agent.protocol.wire import open_frame
 from buffer import AsyncDiskQueue
 
 T0 = 1_700_000_000_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from agent.health_tail import LastValues
-from agent.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
+from agent.pipeline.last_values import LastValues
 
 
 def _layout(*names: str) -> BlockLayout:

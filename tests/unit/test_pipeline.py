@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.pipeline import Pipeline
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
+from agent.pipeline.pipeline import Pipeline
 
 T0 = 1_700_000_000_000  # a multiple of 10 s
 

@@ -14,8 +14,8 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import wire
-from agent.signing import BatchSigner
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
 from agent.uplink import MqttUplink
 from buffer import AsyncDiskQueue, QueuedBatch
 from config.schema import MqttConfig

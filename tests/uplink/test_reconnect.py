@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
+from agent.core.clock import FakeClock
 from agent.uplink import MqttUplink
 from buffer import AsyncDiskQueue
 from tests.peers.mosquitto import free_port

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.modbus.config import ModbusTag, ModbusTcpDevice
 
 DEADLINE_S = 20.0  # generous: the machine is shared with other test runs

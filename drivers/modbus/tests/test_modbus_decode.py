@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.modbus.config import ModbusTag
 from drivers.modbus.decode import BitBlockDecoder, RegisterBlockDecoder, compile_tag
 from drivers.modbus.tests.server import encode_registers

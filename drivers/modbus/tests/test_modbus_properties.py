@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sample import Poll, Quality, Sample
+from agent.core.sample import Poll, Quality, Sample
 from drivers.modbus.config import ModbusTag
 from drivers.modbus.decode import RegisterBlockDecoder, compile_tag
 from drivers.modbus.planner import RegisterPlanner, TagSpan

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers import create_driver
 from drivers.modbus import ModbusDriver, ModbusRtuDevice, ModbusTag
 from drivers.modbus.tests.harness import Collector, all_bad, all_good

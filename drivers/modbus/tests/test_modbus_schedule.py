@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
-from agent.clock import FakeClock
-from agent.sample import Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Sample
 from drivers.modbus import ModbusDriver
 from drivers.modbus.tests.harness import Collector, tcp_device
 from drivers.modbus.tests.server import ModbusTestServer

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers import create_driver
 from drivers.modbus import ModbusDriver, ModbusRtuTcpDevice, ModbusTag
 from drivers.modbus.link import _LINKS

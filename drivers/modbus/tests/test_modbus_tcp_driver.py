@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import structlog
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers import create_driver
 from drivers.modbus import ModbusDriver
 from drivers.modbus.tests.harness import Collector, all_bad, all_good, tcp_device

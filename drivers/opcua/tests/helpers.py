@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.driver import OpcUaDriver
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 from config.schema import AgentConfig
 from drivers.opcua.browse import tag_name
 from drivers.opcua.config import OpcUaDevice, OpcUaTag

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers.opcua.tests.helpers import device, running
 from drivers.opcua.tests.peer import NAMESPACE, PlcServer, free_port, wait_for
 

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from agent import cli
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers.opcua.pki import Pki, create_client_certificate
 from drivers.opcua.tests.helpers import device, running
 from drivers.opcua.tests.peer import free_port, wait_for

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.sample import Quality
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality
 from drivers.opcua.driver import OpcUaDriver
 from drivers.opcua.tests.helpers import Collector, device, running
 from drivers.opcua.tests.peer import FreezingProxy, PlcServer, free_port, wait_for

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from agent.clock import FakeClock
-from agent.sample import Quality
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality
 from drivers.opcua.driver import OpcUaDriver
 from drivers.opcua.tests.helpers import Collector, device
 

@@ -10,7 +10,7 @@ import pytest_asyncio
 from structlog.testing import capture_logs
 
 from agent import cli
-from agent.sample import Quality
+from agent.core.sample import Quality
 from drivers.opcua.pki import Pki, create_client_certificate
 from drivers.opcua.tests.helpers import device, running
 from drivers.opcua.tests.peer import PASSWORD, USERNAME, PlcServer, free_port, wait_for

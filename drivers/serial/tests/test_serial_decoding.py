@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from agent.sample import Quality, Sample
+from agent.core.sample import Quality, Sample
 from drivers.serial.config import SerialTag
 from drivers.serial.decoding import DecodeError, RegexDecoder, StructDecoder
 from drivers.serial.samples import TagMapper

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.clock import FakeClock
-from agent.sample import Quality, Sample
+from agent.core.clock import FakeClock
+from agent.core.sample import Quality, Sample
 from config.schema import AgentConfig
 from drivers.serial import SerialDevice, SerialDriver
 from drivers.serial.checksum import ChecksumSpec

@@ -1,0 +1,59 @@
+"""``mine-agent validate FILE [FILE...]``: check configuration files and print every problem.
+
+Reads each file and validates it exactly as the agent would at startup, without touching anything else:
+key files, the broker and the devices are not contacted, so it runs anywhere (a laptop, CI) before a file is
+copied to a gateway. Exit status: 0 when every file is valid, 1 when a file has problems, 2 when a file
+cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.core.errors import ConfigError
+from config.loader import parse_config
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_UNREADABLE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="configuration file(s) to check")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only problems, nothing for valid files"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        status = max(status, _validate(path, quiet=args.quiet))
+    return status
+
+
+def _validate(path: Path, *, quiet: bool) -> int:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"{path}: cannot read the file: {reason}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        config = parse_config(text, str(path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{path}: {_count(len(exc.problems), 'problem')}", file=sys.stderr)
+        return EXIT_INVALID
+    if not quiet:
+        tags = sum(len(device.tags) for device in config.devices.values())
+        devices = len(config.devices)
+        print(f"{path}: ok ({_count(devices, 'device')}, {_count(tags, 'tag')})")
+    return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -1,0 +1,87 @@
+"""Configuration field types shared by the schema and the drivers' own device models.
+
+Use these instead of bare ``int``/``str`` so every model gets the same rules and, through
+``config.explain``, the same error wording: a value out of range reads ``out of range (got 70000; allowed:
+1-65535)`` whichever section it is in.
+
+It is on the ground floor, not in ``config/``, because the drivers' device models use it and ``config.schema``
+composes those models: inside ``config/`` it made config and drivers import each other.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FULL_TAG_PATTERN",
+    "NAME_PATTERN",
+    "PATTERN_HELP",
+    "STRICT",
+    "ConfigValueError",
+    "Name",
+    "Port",
+    "Seconds",
+    "StrictModel",
+]
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+TOPIC_LEVEL_PATTERN = r"^[^#+\s]+$"
+FULL_TAG_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}\.[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+# What a technician should type, for each regular expression used in a model. Error messages show this
+# text instead of the expression; add an entry when a model introduces a new pattern.
+PATTERN_HELP: dict[str, str] = {
+    NAME_PATTERN: "letters, digits, '_' and '-', starting with a letter, at most 64 characters",
+    TOPIC_LEVEL_PATTERN: "text without spaces, '#' or '+'",
+    FULL_TAG_PATTERN: "'<device>.<tag>', each part letters, digits, '_' and '-', starting with a letter",
+}
+
+
+#: Unknown keys are errors (a typo must never be silently ignored) and ``inf``/``nan`` (valid TOML floats)
+#: are refused: no setting means anything with them. Models get it through :class:`StrictModel`; the
+#: slotted dataclasses used where a config holds thousands of one item (tags) are declared
+#: ``@dataclass(frozen=True, slots=True, kw_only=True, config=STRICT)``.
+STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
+
+
+class StrictModel(BaseModel):
+    """A configuration table with the :data:`STRICT` rules, immutable once loaded."""
+
+    model_config = ConfigDict(**STRICT, frozen=True)
+
+
+class ConfigValueError(ValueError):
+    """Raised by a model validator to blame one key of the model rather than the whole table.
+
+    ``key`` is relative to the model being validated, e.g. ``("tags", 3, "name")`` in a device model, so the
+    message points at the line of that key; ``got`` and ``allowed`` complete the standard wording
+    ``<message> (got <got>; allowed: <allowed>)``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: Sequence[str | int] = (),
+        got: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = tuple(key)
+        self.got = got
+        self.allowed = allowed
+
+
+Name = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="Letters, digits, '_' and '-', starting with a letter; at most 64 characters.",
+    ),
+]
+Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535.")]
+Seconds = Annotated[float, Field(gt=0, le=86400, description="Seconds, more than 0 and at most 86400.")]

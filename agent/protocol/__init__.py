@@ -1,0 +1,6 @@
+"""The protocol between a gateway and the provincial backend, one package both ends import.
+
+``wire``: the batch frame (header, hash chain, Ed25519 signature, compressed body) and the table schemas of its
+body; ``signing``: keys and trust files; ``push``: signed remote configuration pushes. It stands on the ground
+floor (``agent.core``) only, so a second implementation of either end needs nothing else of the agent.
+"""

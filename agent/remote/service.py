@@ -1,0 +1,460 @@
+"""Configuration changes that apply safely or roll back by themselves: remote pushes and local reloads.
+
+Both a signed push from the operator (agent.protocol.push, received by agent.remote.channel) and a technician's
+``systemctl reload`` / ``mine-agent reload`` (SIGHUP) go through one path, :meth:`ConfigService._try`:
+
+1. **validate** exactly as ``mine-agent validate`` does (:func:`config.loader.parse_config`), plus the rules
+   of remote configuration: a push may not drop ``[remote_config]`` or point ``trust_file`` elsewhere (that
+   would let a push choose whom to trust next; rotating operator keys is a push's ``trust`` list instead,
+   signed by a key trusted now);
+2. **stage** the text and its metadata in the state directory (agent.remote.state), so an attempt interrupted
+   by a crash or power cut is known at the next start-up and counts as rolled back;
+3. **apply** with :meth:`agent.runtime.Agent.apply`, the same code as start-up: only the devices and parts
+   whose settings changed are restarted, and the buffer is never touched (settings that would need that are
+   refused before anything changes, and reported as *rejected*);
+4. **health window**: every started or restarted device must connect and read a good value, and a restarted
+   uplink must reconnect, within ``remote_config.health_window_s``. The window ends as soon as all of that is
+   true, so a good change is reported quickly;
+5. on failure, **roll back** with ``Agent.apply(previous)`` and report why; on success, the text becomes the
+   last-known-good configuration (written atomically) and the outcome joins the history.
+
+Every outcome is published on ``<prefix>/<gw>/config/status`` (docs/protocol.md §10) and kept in
+``<state_dir>/config/history.json``. Which file is in force at start-up (the technician's or the last pushed
+one) is decided by :func:`startup_config`; the rule is in agent.remote.state.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigService", "Outcome", "startup_config"]
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.core.errors import AgentError, ConfigError
+from agent.protocol.push import ConfigPush, PushRefused, open_push, push_id
+from agent.protocol.signing import TrustStore
+from agent.remote.state import ConfigState, StateFiles, sha256_text, state_dir_of, write_atomic
+from agent.runtime import Agent, ApplyResult
+from config.loader import load_config, parse_config
+from config.schema import AgentConfig
+
+log = structlog.get_logger(__name__)
+
+PID_FILE = "agent.pid"
+_HEALTH_POLL_S = 0.1
+INTERRUPTED = "the agent stopped during the apply or its health window (restart, crash or power cut)"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One configuration change's result, as published on the status topic and kept in the history."""
+
+    state: str  # received | rejected | applied | rolled_back | kept
+    source: str  # remote | local
+    version: int | None = None
+    push: str | None = None
+    kid: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    received_ms: int | None = None
+    ts: int | None = None
+    running_version: int | None = None
+    changed: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self, gateway: str) -> dict[str, Any]:
+        return {
+            "gateway": gateway,
+            "source": self.source,
+            "version": self.version,
+            "push": self.push,
+            "kid": self.kid,
+            "state": self.state,
+            "reasons": self.reasons,
+            "received_ms": self.received_ms,
+            "ts": self.ts,
+            "running_version": self.running_version,
+            "changed": self.changed,
+        }
+
+
+def startup_config(local_path: Path) -> tuple[AgentConfig, list[Outcome]]:
+    """The configuration to start with, and outcomes to report once connected.
+
+    In order: an attempt interrupted by a stop is recorded as rolled back (its text was never accepted); a
+    local file that does not validate, or that is exactly an edit already rolled back, does not start when a
+    last-known-good configuration exists (a reboot never bricks the gateway, nor changes what ran before it);
+    a remotely applied configuration stays in force until the technician's file changes; otherwise the
+    local file starts and becomes the last-known-good one. Raises ConfigError only when the local file is
+    invalid and nothing known-good exists.
+    """
+    try:
+        local: AgentConfig | None = load_config(local_path)
+    except ConfigError as exc:
+        local, invalid = None, exc
+    state_dir = local.gateway.state_dir if local is not None else state_dir_of(local_path)
+    files = StateFiles(state_dir, history_limit=_history_limit(local) if local is not None else 200)
+    state = files.load_state()
+    pending = _interrupted_attempt(files, state)
+
+    if local is None:
+        good = _good_config(files, state_dir)
+        if good is None:
+            raise invalid
+        log.error("local_config_invalid", error="the local file does not validate; starting the last-known-good "
+                  "configuration", problems=[str(p) for p in invalid.problems])
+        outcome = Outcome("rejected", "local", reasons=[str(p) for p in invalid.problems], ts=_now_ms(),
+                          running_version=state.version)
+        files.record(outcome.to_json(good.gateway.id))
+        return good, [*pending, outcome]
+
+    local_text = local_path.read_text(encoding="utf-8")
+    local_hash = sha256_text(local_text)
+    if (state.source == "remote" and state.local_sha256 == local_hash) or state.bad_local_sha256 == local_hash:
+        good = _good_config(files, state_dir)
+        if good is not None:
+            if state.bad_local_sha256 == local_hash:
+                log.warning("config_local_edit_rolled_back", error="this local file failed its health window; "
+                            "the last-known-good configuration starts until the file changes")
+            else:
+                log.info("config_from_push", version=state.version, push=state.push)
+            return good, pending
+    if state.source != "local" or state.local_sha256 != local_hash:
+        if state.source == "remote":
+            log.info("config_local_file_wins", error="the local file changed since the last push was applied",
+                     version=state.version)
+        files.accept(local_text, ConfigState(source="local", version=0, highest_version=state.highest_version,
+                                             local_sha256=local_hash, applied_ms=_now_ms(),
+                                             last_seen_push=state.last_seen_push))
+    return local, pending
+
+
+def _interrupted_attempt(files: StateFiles, state: ConfigState) -> list[Outcome]:
+    staged = files.staged()
+    if staged is None:
+        return []
+    version = staged.get("version")
+    outcome = Outcome(state="rolled_back", source=str(staged.get("source", "remote")),
+                      version=version if isinstance(version, int) else None,
+                      push=staged.get("push"), kid=staged.get("kid"), reasons=[INTERRUPTED],
+                      received_ms=staged.get("received_ms"), ts=_now_ms(), running_version=state.version)
+    if isinstance(version, int):
+        state.highest_version = max(state.highest_version, version)
+        files.save_state(state)
+    files.record(outcome.to_json(str(staged.get("gateway", ""))))
+    files.unstage()
+    log.warning("config_attempt_interrupted", version=outcome.version, error=INTERRUPTED)
+    return [outcome]
+
+
+def _good_config(files: StateFiles, state_dir: Path) -> AgentConfig | None:
+    """The last-known-good configuration, if there is one that still validates for this state directory."""
+    text = files.good_text()
+    if text is None:
+        return None
+    try:
+        good = parse_config(text, str(files.good_path))
+    except ConfigError as exc:
+        log.error("good_config_unusable", error="the last-known-good configuration no longer validates",
+                  problems=[str(p) for p in exc.problems])
+        return None
+    return good if good.gateway.state_dir == state_dir else None
+
+
+class ConfigService:
+    """Runs remote configuration and local reloads for one running :class:`Agent`.
+
+    ``run()`` (until cancelled) writes the pid file for ``mine-agent reload`` and, when ``[remote_config]``
+    is enabled, keeps the MQTT channel for pushes and statuses. ``reload_local()`` is what SIGHUP calls.
+    """
+
+    def __init__(self, agent: Agent, local_path: Path, *, pending: list[Outcome] | None = None) -> None:
+        self.agent = agent
+        self.local_path = local_path
+        self.files = StateFiles(agent.config.gateway.state_dir, history_limit=_history_limit(agent.config))
+        self._lock = asyncio.Lock()
+        self._publish: Callable[[dict[str, Any]], None] | None = None
+        self._early: list[dict[str, Any]] = [o.to_json(agent.config.gateway.id) for o in pending or []]
+        #: set whenever the running configuration changes, so the channel can follow [mqtt]
+        self.config_changed = asyncio.Event()
+        #: called whenever the running configuration changes (applied or rolled back), so services beside
+        #: the agent, such as the health endpoint, follow a push as they follow a local reload
+        self.on_change: list[Callable[[], None]] = []
+        #: the latest outcomes of this run, newest last (for status displays and tests)
+        self.outcomes: deque[Outcome] = deque(maxlen=100)
+        # ids of pushes seen in this run (a refused one is not written to disk: forged pushes must not
+        # cost the gateway's flash a write each).
+        self._recent: deque[str] = deque(maxlen=64)
+
+    # -- running -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from agent.remote.channel import RemoteChannel
+
+        await self.agent.ready.wait()
+        pid_path = self.agent.config.gateway.state_dir / PID_FILE
+        write_atomic(pid_path, f"{os.getpid()}\n".encode())
+        try:
+            channel = RemoteChannel(self)
+            self._publish = channel.post
+            for status in self._early:
+                channel.post(status)
+            self._early.clear()
+            await channel.run()
+        finally:
+            self._publish = None
+            with contextlib.suppress(OSError):
+                pid_path.unlink()
+
+    def emit(self, outcome: Outcome) -> None:
+        """Report ``outcome`` on the status topic (queued while the channel is down) and in the log."""
+        outcome.ts = _now_ms()
+        outcome.running_version = self.files.load_state().version
+        self.outcomes.append(outcome)
+        status = outcome.to_json(self.agent.config.gateway.id)
+        level = log.warning if outcome.state in ("rejected", "rolled_back") else log.info
+        level("config_status", state=outcome.state, source=outcome.source, version=outcome.version,
+              push=outcome.push, reasons=outcome.reasons)
+        if self._publish is not None:
+            self._publish(status)
+        else:
+            self._early.append(status)
+
+    # -- the two entry points ----------------------------------------------------------------------------
+
+    async def handle_push(self, payload: bytes) -> Outcome | None:
+        """Check and apply one payload received on the config topic. None when it is ignored (an empty
+        retained-message clear, or a push already handled)."""
+        if not payload:
+            return None
+        async with self._lock:
+            pid = push_id(payload)
+            state = self.files.load_state()
+            if pid == state.last_seen_push or pid in self._recent:
+                log.debug("config_push_repeated", push=pid)
+                return None
+            self._recent.append(pid)
+            received = _now_ms()
+            remote = self.agent.config.remote_config
+            if remote is None or not remote.enabled:
+                outcome = Outcome("rejected", "remote", push=pid, received_ms=received,
+                                  reasons=["remote configuration is disabled on this gateway"])
+                return self._finish(outcome)
+            try:
+                trust = await asyncio.to_thread(TrustStore.from_file, remote.trust_file)
+                push = open_push(payload, trust=trust, gateway=self.agent.config.gateway.id,
+                                 highest_version=state.highest_version, max_bytes=remote.max_push_bytes)
+            except PushRefused as exc:
+                outcome = Outcome("rejected", "remote", version=exc.version, push=pid, received_ms=received,
+                                  reasons=exc.reasons)
+                return self._finish(outcome)
+            except AgentError as exc:
+                outcome = Outcome("rejected", "remote", push=pid, received_ms=received,
+                                  reasons=[f"trust file unusable: {exc}"])
+                return self._finish(outcome)
+            # Authentic: remembered on disk, so a retained copy is not handled again after a restart.
+            state.last_seen_push = pid
+            self.files.save_state(state)
+            self.emit(Outcome("received", "remote", version=push.version, push=pid, kid=push.kid,
+                              received_ms=received))
+            return await self._try_push(push, received)
+
+    async def reload_local(self) -> Outcome:
+        """SIGHUP: the technician's file through the same validation, apply and health window."""
+        async with self._lock:
+            received = _now_ms()
+            try:
+                text = await asyncio.to_thread(self.local_path.read_text, encoding="utf-8")
+            except OSError as exc:
+                return self._finish(Outcome("rejected", "local", received_ms=received,
+                                            reasons=[f"cannot read {self.local_path}: {exc.strerror or exc}"]))
+            state = self.files.load_state()
+            local_hash = sha256_text(text)
+            if state.source == "remote" and state.local_sha256 == local_hash:
+                reason = (f"the local file has not changed since remote version {state.version} was applied; "
+                          "the pushed configuration stays in force (edit the file to take over)")
+                return self._finish(Outcome("kept", "local", version=state.version, received_ms=received,
+                                            reasons=[reason]))
+            try:
+                new = parse_config(text, str(self.local_path))
+            except ConfigError as exc:
+                return self._finish(Outcome("rejected", "local", received_ms=received,
+                                            reasons=[str(p) for p in exc.problems]))
+            outcome = Outcome("applied", "local", received_ms=received)
+            accepted = ConfigState(source="local", version=0, highest_version=state.highest_version,
+                                   local_sha256=local_hash, last_seen_push=state.last_seen_push)
+            return await self._try(new, text, outcome, accepted)
+
+    # -- the one path ------------------------------------------------------------------------------------
+
+    async def _try_push(self, push: ConfigPush, received: int) -> Outcome:
+        outcome = Outcome("applied", "remote", version=push.version, push=push.id, kid=push.kid,
+                          received_ms=received)
+        try:
+            new = parse_config(push.toml, f"push v{push.version}")
+        except ConfigError as exc:
+            outcome.state, outcome.reasons = "rejected", [str(p) for p in exc.problems]
+            return self._finish(outcome)
+        reasons = _remote_rules(self.agent.config, new)
+        if reasons:
+            outcome.state, outcome.reasons = "rejected", reasons
+            return self._finish(outcome)
+        state = self.files.load_state()
+        local_hash = await asyncio.to_thread(_file_hash, self.local_path)
+        accepted = ConfigState(source="remote", version=push.version,
+                               highest_version=max(state.highest_version, push.version),
+                               local_sha256=local_hash or state.local_sha256, push=push.id, kid=push.kid,
+                               last_seen_push=state.last_seen_push)
+        return await self._try(new, push.toml, outcome, accepted, trust=push.trust)
+
+    async def _try(self, new: AgentConfig, text: str, outcome: Outcome, accepted: ConfigState,
+                   *, trust: tuple[str, ...] | None = None) -> Outcome:
+        agent = self.agent
+        old = agent.config
+        state = self.files.load_state()
+        self.files.stage(text, {"gateway": agent.config.gateway.id, "source": outcome.source,
+                                "version": outcome.version, "push": outcome.push, "kid": outcome.kid,
+                                "received_ms": outcome.received_ms})
+        try:
+            try:
+                result = await agent.apply(new)
+            except ConfigError as exc:
+                # Refused before anything changed (e.g. a setting that needs a restart).
+                outcome.state, outcome.reasons = "rejected", [p.message if p.key == "" else f"{p.key}: {p.message}"
+                                                             for p in exc.problems]
+                return self._finish(outcome)
+            except Exception as exc:  # e.g. a driver that cannot even be constructed: undo what was done
+                log.exception("config_apply_failed", version=outcome.version, error=repr(exc))
+                await self._roll_back(old, outcome, [f"apply failed: {exc}"], state, half_applied=new,
+                                      bad_local=accepted.local_sha256 if outcome.source == "local" else None)
+                return self._finish(outcome)
+            self._changed()
+            outcome.changed = result.summary()
+            window = _health_window(new)
+            failures = await self._health(result, window)
+            if failures:
+                await self._roll_back(old, outcome, failures, state,
+                                      bad_local=accepted.local_sha256 if outcome.source == "local" else None)
+                return self._finish(outcome)
+            accepted.applied_ms = _now_ms()
+            previous_trust: bytes | None = None
+            try:
+                if trust is not None and new.remote_config is not None:
+                    previous_trust = self._rotate_trust(new.remote_config.trust_file, trust)
+                self.files.accept(text, accepted)
+            except OSError as exc:
+                # Unrecorded, the change would silently revert at the next start: undo it now instead.
+                reason = f"cannot record the new configuration or trust list: {exc.strerror or exc}"
+                if previous_trust is not None and new.remote_config is not None:
+                    with contextlib.suppress(OSError):
+                        write_atomic(new.remote_config.trust_file, previous_trust)
+                await self._roll_back(old, outcome, [reason], state)
+                return self._finish(outcome)
+            outcome.state = "applied"
+            return self._finish(outcome)
+        finally:
+            self.files.unstage()
+
+    async def _roll_back(self, old: AgentConfig, outcome: Outcome, reasons: list[str], state: ConfigState,
+                         *, half_applied: AgentConfig | None = None, bad_local: str | None = None) -> None:
+        outcome.state, outcome.reasons = "rolled_back", reasons
+        try:
+            await self.agent.apply(old, assume_running=half_applied)
+        except AgentError as exc:
+            outcome.reasons.append(f"restoring the previous configuration failed: {exc}")
+            log.error("config_rollback_failed", version=outcome.version, error=str(exc))
+        self._changed()
+        if outcome.version is not None:
+            state.highest_version = max(state.highest_version, outcome.version)
+        if bad_local is not None:
+            state.bad_local_sha256 = bad_local
+        self.files.save_state(state)
+
+    async def _health(self, result: ApplyResult, window: float) -> list[str]:
+        """What the new configuration must achieve, checked until it holds or ``window`` seconds pass."""
+        clock = self.agent.clock
+        devices = [p.split(":", 1)[1] for p in (*result.started, *result.restarted) if p.startswith("device:")]
+        uplink = "uplink" in result.restarted
+        deadline = clock.monotonic() + window
+        while True:
+            failures = self._unhealthy(devices, uplink=uplink, window=window)
+            if not failures or clock.monotonic() >= deadline:
+                return failures
+            await clock.sleep(min(_HEALTH_POLL_S, max(0.0, deadline - clock.monotonic())))
+
+    def _unhealthy(self, devices: list[str], *, uplink: bool, window: float) -> list[str]:
+        failures = []
+        for name in devices:
+            driver = self.agent.drivers.get(name)
+            if driver is None:
+                failures.append(f"device {name!r}: not running")
+                continue
+            stats = driver.stats
+            if not stats.connected or stats.samples <= stats.bad_samples:
+                last = stats.last_error or "no reading yet"
+                failures.append(f"device {name!r}: no good reading within {window:g} s (last error: {last})")
+        if uplink:
+            stats = getattr(self.agent.uplink, "stats", None)
+            if stats is None or not stats.connected:
+                last = getattr(stats, "last_error", None) or "not connected yet"
+                failures.append(f"uplink: not connected to the broker within {window:g} s (last error: {last})")
+        return failures
+
+    def _rotate_trust(self, path: Path, keys: tuple[str, ...]) -> bytes:
+        """Replace the operator trust list with the one a trusted push carried; the old one is kept in
+        ``trust.prev`` and returned."""
+        previous = path.read_bytes()
+        write_atomic(self.files.dir / "trust.prev", previous, 0o644)
+        text = "# operator keys, replaced by a signed configuration push\n" + "\n".join(keys) + "\n"
+        write_atomic(path, text.encode(), 0o644)
+        log.info("operator_trust_rotated", keys=len(keys))
+        return previous
+
+    def _changed(self) -> None:
+        self.config_changed.set()
+        for listener in self.on_change:
+            listener()
+
+    def _finish(self, outcome: Outcome) -> Outcome:
+        self.emit(outcome)
+        self.files.record(outcome.to_json(self.agent.config.gateway.id))
+        return outcome
+
+
+def _remote_rules(running: AgentConfig, new: AgentConfig) -> list[str]:
+    """What a push may not do even when validly signed."""
+    reasons = []
+    if new.remote_config is None or not new.remote_config.enabled:
+        reasons.append("remote_config: a push may not disable remote configuration (only a technician on site "
+                       "may, by editing the local file)")
+    elif running.remote_config is not None and new.remote_config.trust_file != running.remote_config.trust_file:
+        reasons.append("remote_config.trust_file: a push may not change which file holds the operator keys "
+                       "(rotate keys with a push that carries a trust list)")
+    return reasons
+
+
+def _health_window(config: AgentConfig) -> float:
+    return config.remote_config.health_window_s if config.remote_config is not None else 60.0
+
+
+def _history_limit(config: AgentConfig) -> int:
+    return config.remote_config.history if config.remote_config is not None else 200
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return sha256_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

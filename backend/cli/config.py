@@ -1,0 +1,135 @@
+"""``mine-backend config ACTION``: the operator's side of remote configuration.
+
+* ``push``: sign a configuration file with an operator key, publish it to one gateway and wait for its
+  outcome (docs/protocol.md §10). Exit status 0 applied, 1 rejected or rolled back, 3 no outcome in time.
+* ``keys init DIR``: create an operator key pair (``operator.key``, ``operator.pub``); the ``.pub`` line goes
+  into each gateway's ``[remote_config] trust_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["ACTIONS", "add_arguments", "main"]
+
+
+def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, metavar="FILE", help="the complete TOML configuration to apply")
+    parser.add_argument("--gateway", required=True, help="the target gateway's id ([gateway] id)")
+    parser.add_argument("--key", type=Path, required=True, help="operator private key (from 'config keys init')")
+    parser.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number, higher than any pushed before (default: the current Unix time)")
+    parser.add_argument("--prefix", default="mine", help="the gateway's mqtt.topic_prefix (default: mine)")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds to wait for the outcome, health window included (default 300)")
+    parser.add_argument("--trust", type=Path, default=None,
+                        help="also replace the gateway's operator trust list with this file's keys (rotation)")
+    parser.add_argument("--username", help="MQTT user name")
+    parser.add_argument("--password-file", type=Path, help="file whose first line is the MQTT password")
+    parser.add_argument("--ca", type=Path, help="CA certificate file for mqtts://")
+    parser.add_argument("--no-check", action="store_true",
+                        help="do not validate FILE locally first (the gateway validates it anyway)")
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    import asyncio
+    import ssl
+    import time
+
+    from agent.core.errors import AgentError, ConfigError
+    from agent.protocol.push import push_id, sign_push
+    from agent.protocol.signing import load_signer
+    from backend.operator import push_and_wait
+    from backend.receiver import parse_broker_url
+    from config.loader import parse_config
+
+    broker = parse_broker_url(args.broker)
+    signer = load_signer(args.key)
+    try:
+        toml = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AgentError(f"cannot read: {exc.strerror}", path=str(args.file)) from exc
+    if not args.no_check:
+        try:
+            parse_config(toml, str(args.file))
+        except ConfigError as exc:
+            print(f"{args.file} is not a valid configuration; nothing was pushed:\n{exc}", file=sys.stderr)
+            return 1
+    trust = _trust_lines(args.trust) if args.trust is not None else None
+    version = args.version if args.version is not None else int(time.time())
+    payload = sign_push(signer, gateway=args.gateway, version=version, toml=toml,
+                        issued_ms=int(time.time() * 1000), trust=trust)
+    pid = push_id(payload)
+    password = None
+    if args.password_file is not None:
+        lines = args.password_file.read_text().splitlines()
+        password = lines[0] if lines else ""
+    tls = ssl.create_default_context(cafile=str(args.ca)) if args.ca is not None else None
+    print(f"pushing version {version} to {args.gateway} (push {pid}, key {signer.kid}, {len(payload)} bytes)",
+          file=sys.stderr)
+
+    def show(status: dict[str, object]) -> None:
+        print(json.dumps(status), flush=True)
+
+    final = asyncio.run(push_and_wait(broker, payload, prefix=args.prefix, gateway=args.gateway, push=pid,
+                                      wait_s=args.timeout, on_status=show, username=args.username,
+                                      password=password, tls_context=tls))
+    if final is None:
+        print(f"no outcome within {args.timeout:g} s; the push stays on the broker and is applied when the "
+              "gateway connects", file=sys.stderr)
+        return 3
+    return 0 if final.get("state") == "applied" else 1
+
+
+def _trust_lines(path: Path) -> list[str]:
+    from agent.protocol.signing import TrustStore, format_public_key, parse_public_key
+
+    TrustStore.from_file(path)  # refuses a malformed file with its line number
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [format_public_key(parse_public_key(line)[1]) for line in lines if line]
+
+
+def _add_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    init = sub.add_parser("init", help="create DIR/<name>.key (mode 0600) and DIR/<name>.pub")
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument("--name", default="operator", help="file name stem (default: operator)")
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from agent.protocol.signing import generate_key
+
+    signer = generate_key(args.directory, args.name)
+    print(f"private key: {args.directory / (args.name + '.key')} (mode 0600, keep it off the gateways)")
+    print(f"key id:      {signer.kid}")
+    print(f"public key:  {signer.public_text}")
+    print("Add the public key line to each gateway's [remote_config] trust_file.")
+    return 0
+
+
+# action -> (help, add_arguments, run)
+ACTIONS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
+    "push": (
+        "sign a configuration with an operator key, push it to a gateway and wait for the outcome",
+        _add_push_arguments,
+        _run_push,
+    ),
+    "keys": ("operator keys for remote configuration: init", _add_keys_arguments, _run_keys),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, (help_text, add, _) in ACTIONS.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def main(args: argparse.Namespace) -> int:
+    return ACTIONS[args.action][2](args)

@@ -1,0 +1,129 @@
+"""``mine-backend receive``: the reference receiver (see docs/protocol.md).
+
+Three modes on one database file::
+
+    mine-backend receive --broker URL --trust FILE --db FILE [--prefix P]   run until Ctrl-C / SIGTERM
+    mine-backend receive --db FILE --report                                 JSON accounting per gateway
+    mine-backend receive --db FILE --records [--tag T] [--gateway G] [--limit N]   stored rows, JSON lines
+    mine-backend receive --db FILE --reverify --trust FILE                  retry frames refused for their key
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from agent.core.errors import AgentError
+from agent.protocol.signing import TrustStore
+from backend.receiver import Receiver, ReceiverStore, TlsFiles
+
+log = structlog.get_logger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, required=True,
+                        help="SQLite file of the receiver (created if absent)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--report", action="store_true",
+                      help="print the per-gateway accounting as JSON and exit")
+    mode.add_argument("--records", action="store_true", help="print stored rows, newest first, as JSON lines")
+    mode.add_argument("--reverify", action="store_true",
+                      help="check frames refused for their key again against --trust, store those that pass")
+    parser.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    parser.add_argument("--trust", type=Path, help="trust file: one 'ed25519:<base64>' public key per line")
+    parser.add_argument("--prefix", default="mine", help="topic prefix (default: mine)")
+    parser.add_argument("--client-id", default="mine-receiver",
+                        help="MQTT client id; the broker keeps this session's queue while we are away")
+    parser.add_argument("--no-ack", action="store_true",
+                        help="publish no end-to-end acks (gateways in broker-PUBACK mode do not need them)")
+    parser.add_argument("--ca", type=Path, help="CA certificate file for mqtts://")
+    parser.add_argument("--cert", type=Path, help="client certificate for mutual TLS")
+    parser.add_argument("--key", type=Path, help="private key of --cert")
+    parser.add_argument("--username", help="MQTT user name")
+    parser.add_argument("--password-file", type=Path, help="file whose first line is the MQTT password")
+    parser.add_argument("--tag", help="with --records: only this full tag name, e.g. plc1.ch4")
+    parser.add_argument("--gateway", help="with --records: only this gateway")
+    parser.add_argument("--limit", type=int, default=100, help="with --records: at most N rows (default 100)")
+
+
+def _load_password(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise AgentError(f"cannot read password file: {exc.strerror}", path=str(path)) from exc
+    return lines[0] if lines else ""
+
+
+def _need(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise AgentError(f"{' and '.join(missing)} required to receive",
+                         hint="or use --report / --records to read the database")
+
+
+def main(args: argparse.Namespace) -> int:
+    if (args.report or args.records or args.reverify) and not args.db.is_file():
+        raise AgentError("no receiver database here", path=str(args.db),
+                         hint="give the --db file that 'mine-backend receive --broker ...' writes")
+    if args.report:
+        with ReceiverStore(args.db) as store:
+            json.dump(store.report(), sys.stdout, indent=2)
+            print()
+        return 0
+    if args.records:
+        with ReceiverStore(args.db) as store:
+            for row in store.records(tag=args.tag, gw=args.gateway, limit=args.limit):
+                print(json.dumps(row))
+        return 0
+    if args.reverify:
+        _need(args, "trust")
+        trust = TrustStore.from_file(args.trust)
+        with ReceiverStore(args.db) as store:
+            results = store.reverify(trust)
+        print(json.dumps({"stored": sum(r.status == "stored" for r in results),
+                          "duplicate": sum(r.status == "duplicate" for r in results),
+                          "rejected": sum(r.status == "rejected" for r in results)}))
+        return 0
+
+    _need(args, "broker", "trust")
+    if not args.prefix or any(c in args.prefix for c in "+# "):
+        raise AgentError(f"topic prefix {args.prefix!r} must be non-empty without '+', '#' or spaces",
+                         key="--prefix", hint="use the gateways' mqtt.topic_prefix, e.g. mine")
+    trust = TrustStore.from_file(args.trust)
+    if len(trust) == 0:
+        raise AgentError("the trust file lists no key, so every batch would be rejected",
+                         path=str(args.trust),
+                         hint="add each gateway's public key line (mine-agent keys init prints it)")
+    if (args.cert is None) != (args.key is None):
+        raise AgentError("--cert and --key go together", key="--cert/--key")
+    tls = TlsFiles(args.ca, args.cert, args.key) if (args.ca or args.cert) else None
+    password = _load_password(args.password_file) if args.password_file else None
+    with ReceiverStore(args.db) as store:
+        receiver = Receiver(args.broker, trust, store, prefix=args.prefix, ack=not args.no_ack,
+                            client_id=args.client_id, username=args.username, password=password, tls=tls)
+        asyncio.run(_run_until_signalled(receiver))
+        stats = receiver.stats
+    print(json.dumps({"received": stats.received, "stored": stats.stored, "duplicates": stats.duplicates,
+                      "rejected": stats.rejected, "acks_published": stats.acks_published}), file=sys.stderr)
+    return 0
+
+
+async def _run_until_signalled(receiver: Receiver) -> None:
+    """Run until SIGINT or SIGTERM, then stop cleanly: a commit in progress finishes first."""
+    task = asyncio.create_task(receiver.run(), name="receiver.run")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("receiver_stopped", received=receiver.stats.received)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
