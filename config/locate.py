@@ -171,7 +171,7 @@ class _Scanner:
         elif ch == "{":
             self.inline_table(path)
         else:
-            self.pos = _SCALAR.match(self.text, self.pos).end()  # type: ignore[union-attr] - always matches
+            self.pos = _end_of(_SCALAR, self.text, self.pos)
 
     def array(self, path: KeyPath) -> None:
         self.pos += 1  # [
@@ -236,7 +236,7 @@ class _Scanner:
     # -- whitespace and comments ----------------------------------------------------------------
 
     def skip_ws(self) -> None:
-        self.pos = _WS.match(self.text, self.pos).end()  # type: ignore[union-attr] - always matches
+        self.pos = _end_of(_WS, self.text, self.pos)
 
     def skip_comment(self) -> None:
         if self.pos < len(self.text) and self.text[self.pos] == "#":
@@ -261,3 +261,10 @@ class _Scanner:
         if not self.text.startswith(token, self.pos):
             raise ValueError(f"expected {token!r} at offset {self.pos}")
         self.pos += len(token)
+
+
+def _end_of(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where ``pattern`` (one that also matches the empty string) stops matching at ``pos``."""
+    match = pattern.match(text, pos)
+    assert match is not None, "the pattern matches the empty string"
+    return match.end()

@@ -27,6 +27,7 @@ __all__ = [
 import difflib
 import itertools
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -498,7 +499,9 @@ class AgentConfig(StrictModel):
                 if tag not in device_tags:
                     raise _unknown_tag(("calculated", i, "inputs", j), tag, device_tags, "device tags")
         known = device_tags | calc_tags
-        for section, rules in (("alarms", self.alarms), ("deadbands", self.deadbands)):
+        sections: tuple[tuple[str, Sequence[AlarmRule | DeadbandRule]], ...] = (
+            ("alarms", self.alarms), ("deadbands", self.deadbands))
+        for section, rules in sections:
             seen: set[str] = set()
             for i, rule in enumerate(rules):
                 if rule.tag not in known:

@@ -71,7 +71,8 @@ def driver_class(protocol: str) -> type[Driver]:
     except KeyError:
         raise ValueError(f"no driver for protocol {protocol!r}") from None
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    driver: type[Driver] = getattr(importlib.import_module(module), cls)
+    return driver
 
 
 def create_driver(name: str, config: Any, sink: SampleSink, *, clock: Clock | None = None) -> Driver:

@@ -88,16 +88,19 @@ class TaskGroup(asyncio.TaskGroup):
     subclass takes back a request made later, exactly as the fixed ``__aexit__`` does.
     """
 
+    _parent_cancel_requested: bool  # asyncio's own flag (private): whether the group cancelled its parent
+
     async def __aexit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
+    ) -> None:
         if not _TASKGROUP_LEAVES_ITS_CANCEL:
-            return await super().__aexit__(et, exc, tb)
+            await super().__aexit__(et, exc, tb)
+            return
         # The fixed __aexit__ decides by the same flag; it is read here and nowhere else in the agent.
-        requested_before = self._parent_cancel_requested  # type: ignore[attr-defined]
-        parent: asyncio.Task[Any] = self._parent_task  # type: ignore[attr-defined]
+        requested_before: bool = self._parent_cancel_requested
+        parent: asyncio.Task[Any] = self._parent_task  # type: ignore[attr-defined]  # private, see above
         try:
-            return await super().__aexit__(et, exc, tb)
+            await super().__aexit__(et, exc, tb)
         except BaseExceptionGroup:
             self._take_back(parent, requested_before)
             # As 3.13 does: a cancellation from outside that arrived while the group was aborting was
@@ -110,7 +113,7 @@ class TaskGroup(asyncio.TaskGroup):
             self._take_back(parent, requested_before)
 
     def _take_back(self, parent: asyncio.Task[Any], requested_before: bool) -> None:
-        if self._parent_cancel_requested and not requested_before:  # type: ignore[attr-defined]
+        if self._parent_cancel_requested and not requested_before:
             parent.uncancel()
             self._parent_cancel_requested = False  # taken back once, whichever path gets here first
 

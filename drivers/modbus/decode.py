@@ -38,6 +38,7 @@ import struct
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
 from drivers.modbus.config import ModbusTag
@@ -319,7 +320,7 @@ class RegisterBlockDecoder:
                     poll.add_block(SampleBlock(block, ts_ms, data))
                     continue
                 values = layer.unpack_from(data, 0)
-                if all(map(_isfinite, values)):
+                if all(map(_isfinite, cast("tuple[float, ...]", values))):  # a float layer unpacks floats
                     poll.add_block(SampleBlock(block, ts_ms, data))
                     continue
             else:

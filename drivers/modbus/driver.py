@@ -21,6 +21,7 @@ __all__ = ["ModbusDriver"]
 import math
 from array import array
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import structlog
 
@@ -116,7 +117,7 @@ class ModbusDriver(Driver):
         return TagSpan(key=i, table=tag.table, address=tag.address, count=tag.registers)
 
     def _planned(self, request: ReadRequest) -> _PlannedRead:
-        indices = array("I", [span.key for span in request.tags])  # type: ignore[misc]
+        indices = array("I", cast("list[int]", [span.key for span in request.tags]))  # keys are tag indices
         config = self.config
         tags = [compile_tag(self.name, config.tags[i], config.order) for i in indices]
         decoder: RegisterBlockDecoder | BitBlockDecoder
@@ -255,7 +256,7 @@ class ModbusDriver(Driver):
                 answered = True
                 decoder = read.decoder
                 if type(decoder) is RegisterBlockDecoder:
-                    decoder.decode_poll(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
+                    decoder.decode_poll(out, data, int(self.clock.time() * 1000))
                 else:
                     decoder.decode(out, data, int(self.clock.time() * 1000))  # type: ignore[arg-type]
             i += 1

@@ -303,7 +303,7 @@ class ModbusLink:
             if not isinstance(response, WordsResponse):
                 raise ReadError(f"modbus error: unexpected answer {response}")
             return response.words
-        return response.bits  # type: ignore[no-any-return]
+        return response.bits
 
     def close(self) -> None:
         self._client.close()

@@ -27,8 +27,9 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from agent.core.errors import AgentError
+from drivers.modbus.config import RegisterTable
 
-TABLES = {
+TABLES: dict[str, RegisterTable] = {
     "hr": "holding",
     "holding": "holding",
     "ir": "input",
@@ -74,7 +75,7 @@ class ModbusUrl:
 
     protocol: str
     device: dict[str, Any]
-    table: str | None
+    table: RegisterTable | None
     address: int | None
     address_note: str
     tag: dict[str, Any] = field(default_factory=dict)

@@ -239,7 +239,7 @@ class OpcUaDriver(Driver):
             nodes[i] = ua.NodeId.from_string(text)
         by_path = [i for i, t in enumerate(tags) if t.path is not None]
         size = effective_limit(limits.max_nodes_per_translate, self.config.max_items_per_call)
-        root = ua.NodeId(ua.ObjectIds.RootFolder)
+        root = ua.NodeId(ua.Int32(ua.ObjectIds.RootFolder))
         for part in chunks(by_path, size):
             paths = []
             for i in part:

@@ -48,10 +48,12 @@ async def read(
 async def read_operation_limits(client: Client, *, timeout_s: float) -> OperationLimits:
     """The server's OperationLimits; 0 for each one it does not state (or cannot read)."""
     values = await read(
-        client, [ua.NodeId(n) for n in _LIMIT_NODES], timeout_s=timeout_s, limit=len(_LIMIT_NODES)
+        client, [ua.NodeId(ua.Int32(n)) for n in _LIMIT_NODES], timeout_s=timeout_s, limit=len(_LIMIT_NODES)
     )
     numbers = [
-        int(v.Value.Value) if v.StatusCode.is_good() and v.Value is not None and v.Value.Value else 0
+        int(v.Value.Value)
+        if v.StatusCode is not None and v.StatusCode.is_good() and v.Value is not None and v.Value.Value
+        else 0
         for v in values
     ]
     return OperationLimits(*numbers)

@@ -298,7 +298,8 @@ class SerialDevice(StrictModel):
     baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 9600
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stopbits: Literal[1, 1.5, 2] = 1
+    # PEP 586 allows no float in a Literal, pydantic does; the schema lists exactly 1, 1.5 and 2.
+    stopbits: Literal[1, 1.5, 2] = 1  # type: ignore[valid-type]
     mode: Literal["stream", "poll"] = Field("stream", description="stream: the instrument sends on its own.")
     interval_s: Seconds = Field(
         1.0, description="Poll: time between poll rounds. Stream: pace of bad samples while no data comes."

@@ -48,7 +48,7 @@ class RegexDecoder:
         for pattern in self.patterns:
             m = pattern.fullmatch(text)
             if m is not None:
-                return m.groupdict()  # type: ignore[return-value]
+                return m.groupdict()
         raise DecodeError("no match")
 
 

@@ -66,7 +66,7 @@ class TagMapper:
             elif cls is int or cls is float:
                 value = raw  # type: ignore[assignment]
             elif cls is bool:
-                value = int(raw)  # type: ignore[arg-type]
+                value = int(raw)  # type: ignore[call-overload]  # raw is the decoder's bool here
             else:
                 out.append(_new(_SAMPLE, (tag.full, ts_ms, None, Quality.BAD, "no value")))
                 continue
