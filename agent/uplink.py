@@ -37,16 +37,14 @@ arrival order.
 
 from __future__ import annotations
 
-__all__ = ["LANES", "MqttUplink", "UplinkStats", "read_credentials"]
+__all__ = ["LANES", "MqttUplink", "UplinkStats", "broker_settings"]
 
 import asyncio
 import bisect
 import contextlib
 import json
 import math
-import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -55,8 +53,9 @@ import structlog
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable, timeout
 from agent.core.clock import Clock, SystemClock
+from agent.core.errors import AgentError, UplinkError
 from agent.core.errors import BufferStoreError as AgentBufferError
-from agent.core.errors import UplinkError
+from agent.protocol.mqtt import BrokerSettings, LastWill, TlsFiles, create_client, drop_client
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue, QueuedBatch
@@ -133,6 +132,7 @@ class MqttUplink:
         self._batch_topic = f"{base}/batch"
         self.client_id = config.client_id or f"mine-agent-{gateway_id}"
         self.broker = f"{config.host}:{config.port}"
+        self._settings = broker_settings(config, self.client_id, max_inflight=config.max_inflight)
         self.stats = UplinkStats()
         self._log = log.bind(gateway=gateway_id, broker=self.broker)
         self._backoff = Backoff(0.5, max(0.5, config.reconnect_max_s))
@@ -241,15 +241,17 @@ class MqttUplink:
             self.stats.connected = False
             if graceful:
                 await self._say_goodbye(client)
-            _drop_client(client)
+            drop_client(client)
 
     async def _connect(self) -> aiomqtt.Client:
         cfg = self._config
         try:
+            # The password file and TLS files are read again at every connect (a rotated one is picked up);
+            # this timeout is a backstop for a read that hangs (a stalled network file system).
             async with timeout(cfg.connect_timeout_s + 5.0):
-                settings = await asyncio.to_thread(read_credentials, self._config)
-                client = self._new_client(*settings)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+                client = await create_client(self._settings,
+                                             will=LastWill(self.status_topic, _status("offline", self._clock)))
+        except (AgentError, OSError, ValueError) as exc:
             self.stats.connect_failures += 1
             raise _LinkFailed(f"cannot prepare the connection: {exc}",
                               hint="check mqtt.tls and mqtt.password_file") from exc
@@ -263,34 +265,13 @@ class MqttUplink:
                 await client.publish(self.status_topic, _status("online", self._clock), qos=1, retain=True,
                                      timeout=cfg.publish_timeout_s)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
-            _drop_client(client)
+            drop_client(client)
             self.stats.connect_failures += 1
             raise _LinkFailed(f"cannot connect to {self.broker}: {_describe(exc)}",
                               hint=_connect_hint(exc)) from exc
         except BaseException:
-            _drop_client(client)
+            drop_client(client)
             raise
-        return client
-
-    def _new_client(self, password: str | None, tls_context: ssl.SSLContext | None) -> aiomqtt.Client:
-        cfg = self._config
-        client = aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            username=cfg.username,
-            password=password,
-            identifier=self.client_id,
-            clean_session=False,
-            keepalive=cfg.keepalive_s,
-            will=aiomqtt.Will(self.status_topic, _status("offline", self._clock), qos=1, retain=True),
-            timeout=cfg.connect_timeout_s,
-            max_inflight_messages=cfg.max_inflight,
-            # We never have more than max_inflight publishes outstanding, so paho never needs to queue;
-            # a bound turns a bug into an error instead of unbounded memory.
-            max_queued_outgoing_messages=cfg.max_inflight + 8,
-            tls_context=tls_context,
-        )
-        client.pending_calls_threshold = cfg.max_inflight + 8
         return client
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
@@ -588,42 +569,21 @@ def _first_link_failure(group: BaseExceptionGroup[Any]) -> BaseException:
     return leaves[0] if leaves else group
 
 
-def _drop_client(client: aiomqtt.Client) -> None:
-    """Close the client's socket at once, without a DISCONNECT (the broker then publishes our will), and
-    forget the client with everything paho still queues for it.
-
-    aiomqtt 2.x (pinned <3) has no public "abort": its ``__aexit__`` sends DISCONNECT and waits for it, which
-    hangs on a black-holed link. paho's ``_sock_close`` is what paho itself calls on keepalive expiry; it
-    unregisters the socket from the event loop and stops aiomqtt's housekeeping task.
-    """
-    paho = client._client
-    with contextlib.suppress(Exception):
-        paho._sock_close()
-    disconnected = client._disconnected
-    if disconnected.done():
-        if not disconnected.cancelled():
-            disconnected.exception()  # mark retrieved: no "exception never retrieved" noise
-    else:
-        disconnected.set_result(None)
-    connected = client._connected
-    if connected.done() and not connected.cancelled():
-        connected.exception()
-
-
-def read_credentials(mqtt: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
-    """The MQTT password and TLS context of ``[mqtt]``. Blocking file I/O: run it in a thread, at every connect,
-    so a rotated certificate or password is picked up. The password is never logged. Shared by the uplink and
-    the remote configuration channel, which connect to the same broker with the same settings."""
-    password: str | None = None
-    if mqtt.password is not None:
-        password = mqtt.password.get_secret_value()
-    elif mqtt.password_file is not None:
-        lines = Path(mqtt.password_file).read_text(encoding="utf-8").splitlines()
-        password = lines[0] if lines else ""
-    context: ssl.SSLContext | None = None
-    if mqtt.tls is not None:
-        ca = str(mqtt.tls.ca_file) if mqtt.tls.ca_file is not None else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-        if mqtt.tls.cert_file is not None and mqtt.tls.key_file is not None:
-            context.load_cert_chain(str(mqtt.tls.cert_file), str(mqtt.tls.key_file))
-    return password, context
+def broker_settings(mqtt: MqttConfig, client_id: str, *, max_inflight: int | None = None) -> BrokerSettings:
+    """The connection settings of ``[mqtt]`` for a client named ``client_id``: a persistent session, so
+    messages published while the gateway was away are delivered when it returns. Shared by the uplink and the
+    remote configuration channel, which connect to the same broker with the same settings."""
+    tls = mqtt.tls
+    return BrokerSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password is not None else None,
+        password_file=mqtt.password_file,
+        tls=TlsFiles(ca=tls.ca_file, cert=tls.cert_file, key=tls.key_file) if tls is not None else None,
+        client_id=client_id,
+        clean_session=False,
+        keepalive_s=mqtt.keepalive_s,
+        connect_timeout_s=mqtt.connect_timeout_s,
+        max_inflight=max_inflight,
+    )

@@ -15,7 +15,6 @@ __all__ = ["FINAL_STATES", "push_and_wait"]
 
 import contextlib
 import json
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ import aiomqtt
 
 from agent.core.cancellation import timeout
 from agent.core.errors import RemoteConfigError
-from backend.receiver import BrokerAddress
+from agent.protocol.mqtt import BrokerAddress, BrokerSettings, TlsFiles, create_client
 
 FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
 
@@ -39,17 +38,21 @@ async def push_and_wait(
     on_status: Callable[[dict[str, Any]], None] | None = None,
     username: str | None = None,
     password: str | None = None,
-    tls_context: ssl.SSLContext | None = None,
+    tls: TlsFiles | None = None,
     client_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Publish ``payload`` to ``<prefix>/<gateway>/config`` and return the final status for push id ``push``,
-    or None if none arrived within ``wait_s`` seconds (the push then stays retained for the gateway)."""
+    or None if none arrived within ``wait_s`` seconds (the push then stays retained for the gateway).
+
+    ``tls`` given means TLS with those files; otherwise an ``mqtts://`` broker is verified against the system's
+    CAs. ``client_id`` None lets the library choose one (a clean session)."""
     topic = f"{prefix}/{gateway}/config"
     status_topic = f"{topic}/status"
-    if tls_context is None and broker.tls:
-        tls_context = ssl.create_default_context()
-    client = aiomqtt.Client(broker.host, broker.port, username=username, password=password,
-                            identifier=client_id, timeout=10.0, tls_context=tls_context)
+    if tls is None and broker.tls:
+        tls = TlsFiles()
+    settings = BrokerSettings(broker.host, broker.port, username=username, password=password, tls=tls,
+                              client_id=client_id, connect_timeout_s=10.0)
+    client = await create_client(settings)
     try:
         async with timeout(30.0):
             await client.__aenter__()

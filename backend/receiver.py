@@ -35,6 +35,7 @@ __all__ = [
     "Receiver",
     "ReceiverStats",
     "ReceiverStore",
+    "TlsFiles",
     "coalesce",
     "parse_broker_url",
 ]
@@ -45,13 +46,11 @@ import hashlib
 import json
 import math
 import sqlite3
-import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -60,6 +59,14 @@ from agent.core.cancellation import TaskGroup, cancellable
 from agent.core.clock import Clock, SystemClock
 from agent.core.errors import AgentError, SignatureError, WireFormatError
 from agent.protocol import wire
+from agent.protocol.mqtt import (
+    BrokerAddress,
+    BrokerSettings,
+    TlsFiles,
+    ack_message,
+    create_client,
+    parse_broker_url,
+)
 from agent.protocol.signing import TrustStore
 
 log = structlog.get_logger(__name__)
@@ -479,44 +486,8 @@ class ReceiverStore:
 
 
 # ---------------------------------------------------------------------- network side
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:port]`` (default 1883) or ``mqtts://host[:port]`` (TLS, default 8883)."""
-    hint = "expected mqtt://HOST:PORT or mqtts://HOST:PORT, e.g. mqtts://broker.example:8883"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise AgentError(f"broker URL {url!r}: {exc}", key="--broker", hint=hint) from exc
-    if parts.scheme not in ("mqtt", "mqtts"):
-        scheme = parts.scheme or "missing"
-        raise AgentError(f"broker URL {url!r}: scheme must be mqtt or mqtts, not {scheme!r}",
-                         key="--broker", hint=hint)
-    if not parts.hostname:
-        raise AgentError(f"broker URL {url!r} has no host name", key="--broker", hint=hint)
-    if parts.username is not None or parts.password is not None:
-        raise AgentError(f"broker URL {url!r} contains credentials", key="--broker",
-                         hint="use --username and --password-file (a URL lands in shell history)")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise AgentError(f"broker URL {url!r} has a path or query; topics are set with --prefix",
-                         key="--broker", hint=hint)
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
+# BrokerAddress, parse_broker_url and TlsFiles, which the Receiver takes, are defined with the rest of the MQTT
+# connection code in agent.protocol.mqtt and exported here as well.
 
 
 @dataclass(slots=True)
@@ -530,17 +501,6 @@ class ReceiverStats:
     reconnects: int = 0
     last_error: str | None = None
     by_gateway: dict[str, int] = field(default_factory=dict)
-
-
-def _tls_context(files: TlsFiles) -> ssl.SSLContext:
-    try:
-        ctx = ssl.create_default_context(cafile=str(files.ca) if files.ca else None)
-        if files.cert is not None:
-            ctx.load_cert_chain(str(files.cert), str(files.key) if files.key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise AgentError(f"cannot load TLS files: {exc}", key="--ca/--cert/--key",
-                         hint="check the paths and that the key matches the certificate") from exc
-    return ctx
 
 
 class Receiver:
@@ -596,26 +556,20 @@ class Receiver:
         """The ``<gw>`` level of ``<prefix>/<gw>/batch/...`` (the subscription guarantees the shape)."""
         return topic[len(self.prefix) + 1:].split("/", 1)[0]
 
-    def _make_client(self) -> Any:
-        import aiomqtt
-
-        client = aiomqtt.Client(
-            self.address.host, self.address.port, identifier=self.client_id, clean_session=False,
-            username=self.username, password=self.password, keepalive=self.keepalive_s,
-            timeout=self.timeout_s,
-            tls_context=_tls_context(self.tls) if self.address.tls else None,
+    async def _make_client(self) -> Any:
+        settings = BrokerSettings(
+            self.address.host, self.address.port, username=self.username, password=self.password,
+            tls=self.tls if self.address.tls else None, client_id=self.client_id, clean_session=False,
+            keepalive_s=self.keepalive_s, connect_timeout_s=self.timeout_s,
         )
-        # PUBACK only after the store's commit: aiomqtt 2.x has no option for it, paho has. Set before the
-        # first connect, because a persistent session delivers queued messages right after CONNACK.
-        client._client.manual_ack_set(True)
-        client.pending_calls_threshold = 1000
-        return client
+        # PUBACK only after the store's commit (ack_message in _consume).
+        return await create_client(settings, manual_ack=True, pending_calls_threshold=1000)
 
     async def run(self) -> None:
         import aiomqtt
 
         backoff = Backoff(0.5, 30.0)
-        client = self._make_client()
+        client = await self._make_client()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-store")
         outage_logged = False
         try:
@@ -670,8 +624,7 @@ class Receiver:
             results = await loop.run_in_executor(executor, self.store.ingest_many, items, self.trust)
             # Committed: now the broker may forget them (a crash before this line means redelivery).
             for m in chunk:
-                if m.qos > 0:
-                    client._client.ack(m.mid, m.qos)
+                ack_message(client, m)
             for r in results:
                 self._count(r)
                 if self.ack and r.ackable and r.seq is not None:

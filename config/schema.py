@@ -184,24 +184,22 @@ class MqttConfig(StrictModel):
         return self
 
     def read_password(self) -> SecretStr | None:
-        """The password to log in with: ``password``, or the first line of ``password_file`` read now.
+        """The password to log in with: ``password``, or the first line of ``password_file`` read now
+        (``agent.protocol.mqtt.read_password``, the one reader of password files).
 
         Reading happens here, at connect time, not when the configuration is validated (validation does no
-        I/O). A missing or unreadable file raises ConfigError naming the key.
+        I/O). A missing, unreadable or empty file raises ConfigError naming the key.
         """
         if self.password_file is None:
             return self.password
-        try:
-            text = self.password_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            from agent.core.errors import ConfigError, ConfigProblem
+        from agent.core.errors import AgentError, ConfigError, ConfigProblem
+        from agent.protocol.mqtt import read_password
 
-            problem = ConfigProblem(
-                str(self.password_file), None, "mqtt.password_file", f"cannot read: {exc.strerror or exc}"
-            )
+        try:
+            return SecretStr(read_password(self.password_file))
+        except AgentError as exc:
+            problem = ConfigProblem(str(self.password_file), None, "mqtt.password_file", exc.message)
             raise ConfigError([problem]) from exc
-        lines = text.splitlines()
-        return SecretStr(lines[0] if lines else "")
 
 
 def _free_size_schema(schema: dict[str, Any]) -> None:

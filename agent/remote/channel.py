@@ -20,7 +20,6 @@ __all__ = ["RemoteChannel"]
 import asyncio
 import contextlib
 import json
-import ssl
 from collections import deque
 from typing import Any, Protocol
 
@@ -29,7 +28,9 @@ import structlog
 
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable, timeout
-from agent.uplink import read_credentials
+from agent.core.errors import AgentError
+from agent.protocol.mqtt import create_client, drop_client
+from agent.uplink import broker_settings
 from config.schema import AgentConfig, MqttConfig
 
 log = structlog.get_logger(__name__)
@@ -166,15 +167,11 @@ class RemoteChannel:
             await _close(client, graceful=graceful)
 
     async def _connect(self, mqtt: MqttConfig) -> aiomqtt.Client:
+        settings = broker_settings(mqtt, f"{mqtt.client_id or 'mine-agent-' + self.gateway}-config")
         try:
-            password, tls = await asyncio.to_thread(read_credentials, mqtt)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+            client = await create_client(settings)
+        except (AgentError, OSError, ValueError) as exc:
             raise _SessionEnded(f"cannot prepare the connection: {exc}") from exc
-        client = aiomqtt.Client(
-            mqtt.host, mqtt.port, username=mqtt.username, password=password,
-            identifier=f"{mqtt.client_id or 'mine-agent-' + self.gateway}-config", clean_session=False,
-            keepalive=mqtt.keepalive_s, timeout=mqtt.connect_timeout_s, tls_context=tls,
-        )
         try:
             async with timeout(mqtt.connect_timeout_s * 2 + 5.0):
                 await cancellable(client.__aenter__())
@@ -239,6 +236,4 @@ async def _close(client: aiomqtt.Client, *, graceful: bool) -> None:
             async with timeout(2.0):
                 await client.__aexit__(None, None, None)
                 return
-    from agent.uplink import _drop_client  # the one place that knows how to abort an aiomqtt 2.x client
-
-    _drop_client(client)
+    drop_client(client)

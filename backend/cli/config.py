@@ -38,14 +38,13 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_push(args: argparse.Namespace) -> int:
     import asyncio
-    import ssl
     import time
 
     from agent.core.errors import AgentError, ConfigError
+    from agent.protocol.mqtt import TlsFiles, parse_broker_url, read_password
     from agent.protocol.push import push_id, sign_push
     from agent.protocol.signing import load_signer
     from backend.operator import push_and_wait
-    from backend.receiver import parse_broker_url
     from config.loader import parse_config
 
     broker = parse_broker_url(args.broker)
@@ -65,11 +64,8 @@ def _run_push(args: argparse.Namespace) -> int:
     payload = sign_push(signer, gateway=args.gateway, version=version, toml=toml,
                         issued_ms=int(time.time() * 1000), trust=trust)
     pid = push_id(payload)
-    password = None
-    if args.password_file is not None:
-        lines = args.password_file.read_text().splitlines()
-        password = lines[0] if lines else ""
-    tls = ssl.create_default_context(cafile=str(args.ca)) if args.ca is not None else None
+    password = read_password(args.password_file) if args.password_file is not None else None
+    tls = TlsFiles(ca=args.ca) if args.ca is not None else None
     print(f"pushing version {version} to {args.gateway} (push {pid}, key {signer.kid}, {len(payload)} bytes)",
           file=sys.stderr)
 
@@ -78,7 +74,7 @@ def _run_push(args: argparse.Namespace) -> int:
 
     final = asyncio.run(push_and_wait(broker, payload, prefix=args.prefix, gateway=args.gateway, push=pid,
                                       wait_s=args.timeout, on_status=show, username=args.username,
-                                      password=password, tls_context=tls))
+                                      password=password, tls=tls))
     if final is None:
         print(f"no outcome within {args.timeout:g} s; the push stays on the broker and is applied when the "
               "gateway connects", file=sys.stderr)

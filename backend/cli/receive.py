@@ -20,8 +20,9 @@ from pathlib import Path
 import structlog
 
 from agent.core.errors import AgentError
+from agent.protocol.mqtt import TlsFiles, read_password
 from agent.protocol.signing import TrustStore
-from backend.receiver import Receiver, ReceiverStore, TlsFiles
+from backend.receiver import Receiver, ReceiverStore
 
 log = structlog.get_logger(__name__)
 
@@ -50,14 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="with --records: only this full tag name, e.g. plc1.ch4")
     parser.add_argument("--gateway", help="with --records: only this gateway")
     parser.add_argument("--limit", type=int, default=100, help="with --records: at most N rows (default 100)")
-
-
-def _load_password(path: Path) -> str:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise AgentError(f"cannot read password file: {exc.strerror}", path=str(path)) from exc
-    return lines[0] if lines else ""
 
 
 def _need(args: argparse.Namespace, *names: str) -> None:
@@ -103,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise AgentError("--cert and --key go together", key="--cert/--key")
     tls = TlsFiles(args.ca, args.cert, args.key) if (args.ca or args.cert) else None
-    password = _load_password(args.password_file) if args.password_file else None
+    password = read_password(args.password_file) if args.password_file else None
     with ReceiverStore(args.db) as store:
         receiver = Receiver(args.broker, trust, store, prefix=args.prefix, ack=not args.no_ack,
                             client_id=args.client_id, username=args.username, password=password, tls=tls)
