@@ -107,7 +107,7 @@ def startup_config(local_path: Path) -> tuple[AgentConfig, list[Outcome]]:
         good = _good_config(files, state_dir)
         if good is None:
             raise invalid
-        log.error("local_config_invalid", error="the local file does not validate; starting the last-known-good "
+        log.error("config_local_invalid", error="the local file does not validate; starting the last-known-good "
                   "configuration", problems=[str(p) for p in invalid.problems])
         outcome = Outcome("rejected", "local", reasons=[str(p) for p in invalid.problems], ts=_now_ms(),
                           running_version=state.version)
@@ -161,7 +161,7 @@ def _good_config(files: StateFiles, state_dir: Path) -> AgentConfig | None:
     try:
         good = parse_config(text, str(files.good_path))
     except ConfigError as exc:
-        log.error("good_config_unusable", error="the last-known-good configuration no longer validates",
+        log.error("config_good_unusable", error="the last-known-good configuration no longer validates",
                   problems=[str(p) for p in exc.problems])
         return None
     return good if good.gateway.state_dir == state_dir else None
@@ -413,7 +413,7 @@ class ConfigService:
         write_atomic(self.files.dir / "trust.prev", previous, 0o644)
         text = "# operator keys, replaced by a signed configuration push\n" + "\n".join(keys) + "\n"
         write_atomic(path, text.encode(), 0o644)
-        log.info("operator_trust_rotated", keys=len(keys))
+        log.info("config_trust_rotated", keys=len(keys))
         return previous
 
     def _changed(self) -> None:
