@@ -160,7 +160,7 @@ class Batcher:
                 self._pending.pop(i)
             total -= len(dropped)
             self.stats.rows_dropped_unbuffered += len(dropped)
-            log.error("rows_dropped_unbuffered", rows=len(dropped), kind=kind,
+            log.error("batcher_rows_dropped", rows=len(dropped), kind=kind,
                       error="the buffer refused appends for too long; oldest unbuffered rows discarded")
 
     async def _declare_drops(self) -> None:
@@ -176,7 +176,7 @@ class Batcher:
         body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, rows)}, t0, self.compression)
         await self._store("gap", body, t0, t1, len(rows), declares=[d.id for d in drops])
         self.stats.gap_batches += 1
-        log.warning("gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
+        log.warning("batcher_gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
                     records=sum(d.records for d in drops), reasons=sorted({d.reason for d in drops}))
 
     async def _append(self, kind: str, tables: dict[str, list[Sequence[list[Any]]]]) -> None:

@@ -11,17 +11,25 @@ path) are refused with a clear error and need a restart.
 Shutdown order makes SIGTERM safe: drivers stop first (no new samples), the open windows are closed and
 committed to the buffer, then the uplink stops (anything not acknowledged stays in the buffer and is sent
 after restart), then the buffer is closed. In-flight work is therefore either committed or not started.
+
+The buffer, the uplink and the drivers are made by factories the agent is given (``make_queue``,
+``make_uplink``, ``make_driver``), defaulting to the real ones, so a test or a benchmark that is not about one
+of them hands in another implementation of its contract instead of replacing module attributes, which would
+leak into every other agent in the process.
 """
 
 from __future__ import annotations
 
-__all__ = ["Agent", "ApplyResult"]
+__all__ = [
+    "Agent", "ApplyResult", "DriverFactory", "QueueFactory", "UplinkFactory", "disk_queue", "mqtt_uplink",
+]
 
 import asyncio
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -30,10 +38,11 @@ from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, stop_task
 from agent.core.clock import Clock, SystemClock
 from agent.core.errors import AgentError, ConfigError, ConfigProblem
+from agent.core.sample import SampleSink
 from agent.pipeline.last_values import LastValues
 from agent.pipeline.pipeline import Pipeline, raw_tag_names
 from agent.protocol.signing import BatchSigner, load_signer
-from config.schema import AgentConfig
+from config.schema import AgentConfig, MqttConfig
 from drivers import Driver, create_driver
 
 log = structlog.get_logger(__name__)
@@ -52,6 +61,38 @@ class ApplyResult:
 
     def summary(self) -> dict[str, list[str]]:
         return {"started": self.started, "stopped": self.stopped, "restarted": self.restarted}
+
+
+class QueueFactory(Protocol):
+    """Makes the buffer: ``buffer.AsyncDiskQueue`` or anything with its methods."""
+
+    def __call__(self, path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) -> Any: ...
+
+
+class UplinkFactory(Protocol):
+    """Makes the uplink for one ``[mqtt]`` configuration: ``agent.uplink.MqttUplink`` or its like."""
+
+    def __call__(self, config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock) -> Any: ...
+
+
+class DriverFactory(Protocol):
+    """Makes the driver of one device: ``drivers.create_driver`` or its like."""
+
+    def __call__(self, name: str, config: Any, sink: SampleSink, *, clock: Clock) -> Driver: ...
+
+
+def disk_queue(path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) -> Any:
+    """The real buffer. Imported on first use so configuration tooling never loads the SQLite code."""
+    from buffer import AsyncDiskQueue
+
+    return AsyncDiskQueue(path, max_bytes=max_bytes, sync=sync, min_free_bytes=min_free_bytes)
+
+
+def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock) -> Any:
+    """The real uplink, imported on first use like the buffer."""
+    from agent.uplink import MqttUplink
+
+    return MqttUplink(config, gateway_id, queue, clock=clock)
 
 
 def raw_tags(config: AgentConfig) -> frozenset[str]:
@@ -86,10 +127,16 @@ class Agent:
         *,
         clock: Clock | None = None,
         signer: BatchSigner | None = None,
+        make_queue: QueueFactory = disk_queue,
+        make_uplink: UplinkFactory = mqtt_uplink,
+        make_driver: DriverFactory = create_driver,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self._signer = signer
+        self._make_queue = make_queue
+        self._make_uplink = make_uplink
+        self._make_driver = make_driver
         self.queue: Any = None
         self.batcher: Batcher | None = None
         self.pipeline: Pipeline | None = None
@@ -119,13 +166,11 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        from buffer import AsyncDiskQueue  # imported here so config tooling never loads SQLite code
-
         cfg = self.config
         signer = self._signer or load_signer(cfg.gateway.key_file)
         cfg.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        self.queue = AsyncDiskQueue(cfg.buffer_path, max_bytes=int(cfg.buffer.max_bytes), sync=cfg.buffer.sync,
-                                    **_buffer_extra(cfg))
+        self.queue = self._make_queue(cfg.buffer_path, max_bytes=int(cfg.buffer.max_bytes), sync=cfg.buffer.sync,
+                                      min_free_bytes=int(cfg.buffer.min_free_bytes))
         await self.queue.open()
         try:
             self.batcher = Batcher(cfg.gateway.id, signer, self.queue, compression=cfg.pipeline.compression,
@@ -235,9 +280,7 @@ class Agent:
                     result.restarted.append("uplink")
                 else:
                     result.started.append("uplink")
-                from agent.uplink import MqttUplink
-
-                self.uplink = MqttUplink(new.mqtt, new.gateway.id, self.queue, clock=self.clock)
+                self.uplink = self._make_uplink(new.mqtt, new.gateway.id, self.queue, clock=self.clock)
                 self._uplink_task = self._tg.create_task(self.uplink.run(), name="uplink")
 
             self._running_config = new
@@ -257,7 +300,7 @@ class Agent:
 
     def _start_driver(self, name: str, dev: Any) -> None:
         assert self._tg is not None
-        driver = create_driver(name, dev, self._sink, clock=self.clock)
+        driver = self._make_driver(name, dev, self._sink, clock=self.clock)
         self.drivers[name] = driver
         self._driver_tasks[name] = self._tg.create_task(self._supervise(driver), name=f"driver[{name}].run")
 
@@ -368,11 +411,3 @@ def _stats_dict(obj: Any) -> dict[str, Any] | None:
     if stats is None:
         return None
     return asdict(stats) if is_dataclass(stats) else dict(vars(stats))
-
-
-def _buffer_extra(cfg: AgentConfig) -> dict[str, Any]:
-    """Buffer settings beyond the spine's (e.g. the free-disk watermark), passed when the schema has them."""
-    extra = {}
-    if hasattr(cfg.buffer, "min_free_bytes"):
-        extra["min_free_bytes"] = int(cfg.buffer.min_free_bytes)
-    return extra

@@ -283,9 +283,9 @@ class ReceiverStore:
                              recoverable=True) from exc
         for r in results:
             if r.status == "rejected":
-                log.warning("batch_rejected", gateway=r.gw, seq=r.seq, error=r.reason)
+                log.warning("receiver_batch_rejected", gateway=r.gw, seq=r.seq, error=r.reason)
             for seq, reason in r.chain_breaks:
-                log.error("chain_break", gateway=r.gw, seq=seq, error=reason)
+                log.error("receiver_chain_break", gateway=r.gw, seq=seq, error=reason)
         return results
 
     def _ingest_one(self, frame: bytes, trust: TrustStore, topic_gw: str | None, now: int) -> IngestResult:

@@ -311,9 +311,12 @@ class RemoteConfig(StrictModel):
     """
 
     enabled: bool = Field(True, description="Accept signed configuration pushes on <prefix>/<gateway id>/config.")
-    trust_file: Path = Field(
-        description="Operator public keys ('ed25519:<base64>' lines, '#' comments) whose pushes are accepted. "
-        "Only a technician on site, or a push signed by a key already listed, can change it."
+    trust_file: Path | None = Field(
+        None,
+        description="Operator public keys ('ed25519:<base64>' lines, '#' comments) whose pushes are accepted; "
+        "default <state_dir>/operator.trust. Only a technician on site, or a push signed by a key already "
+        "listed, can change it; such a push rewrites the file, so it must be where the agent may write (the "
+        "state directory, under the shipped systemd unit).",
     )
     health_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         60.0,
@@ -515,6 +518,13 @@ class AgentConfig(StrictModel):
     @property
     def buffer_path(self) -> Path:
         return self.buffer.path or self.gateway.state_dir / "buffer.sqlite"
+
+    @property
+    def trust_path(self) -> Path | None:
+        """The operator trust list of ``[remote_config]``; None without that section."""
+        if self.remote_config is None:
+            return None
+        return self.remote_config.trust_file or self.gateway.state_dir / "operator.trust"
 
 
 def _unknown_tag(key: tuple[str | int, ...], tag: str, known: set[str], what: str) -> ConfigValueError:

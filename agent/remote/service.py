@@ -107,7 +107,7 @@ def startup_config(local_path: Path) -> tuple[AgentConfig, list[Outcome]]:
         good = _good_config(files, state_dir)
         if good is None:
             raise invalid
-        log.error("local_config_invalid", error="the local file does not validate; starting the last-known-good "
+        log.error("config_local_invalid", error="the local file does not validate; starting the last-known-good "
                   "configuration", problems=[str(p) for p in invalid.problems])
         outcome = Outcome("rejected", "local", reasons=[str(p) for p in invalid.problems], ts=_now_ms(),
                           running_version=state.version)
@@ -161,7 +161,7 @@ def _good_config(files: StateFiles, state_dir: Path) -> AgentConfig | None:
     try:
         good = parse_config(text, str(files.good_path))
     except ConfigError as exc:
-        log.error("good_config_unusable", error="the last-known-good configuration no longer validates",
+        log.error("config_good_unusable", error="the last-known-good configuration no longer validates",
                   problems=[str(p) for p in exc.problems])
         return None
     return good if good.gateway.state_dir == state_dir else None
@@ -242,12 +242,13 @@ class ConfigService:
             self._recent.append(pid)
             received = _now_ms()
             remote = self.agent.config.remote_config
-            if remote is None or not remote.enabled:
+            trust_path = self.agent.config.trust_path
+            if remote is None or trust_path is None or not remote.enabled:
                 outcome = Outcome("rejected", "remote", push=pid, received_ms=received,
                                   reasons=["remote configuration is disabled on this gateway"])
                 return self._finish(outcome)
             try:
-                trust = await asyncio.to_thread(TrustStore.from_file, remote.trust_file)
+                trust = await asyncio.to_thread(TrustStore.from_file, trust_path)
                 push = open_push(payload, trust=trust, gateway=self.agent.config.gateway.id,
                                  highest_version=state.highest_version, max_bytes=remote.max_push_bytes)
             except PushRefused as exc:
@@ -345,15 +346,15 @@ class ConfigService:
             accepted.applied_ms = _now_ms()
             previous_trust: bytes | None = None
             try:
-                if trust is not None and new.remote_config is not None:
-                    previous_trust = self._rotate_trust(new.remote_config.trust_file, trust)
+                if trust is not None and new.trust_path is not None:
+                    previous_trust = self._rotate_trust(new.trust_path, trust)
                 self.files.accept(text, accepted)
             except OSError as exc:
                 # Unrecorded, the change would silently revert at the next start: undo it now instead.
                 reason = f"cannot record the new configuration or trust list: {exc.strerror or exc}"
-                if previous_trust is not None and new.remote_config is not None:
+                if previous_trust is not None and new.trust_path is not None:
                     with contextlib.suppress(OSError):
-                        write_atomic(new.remote_config.trust_file, previous_trust)
+                        write_atomic(new.trust_path, previous_trust)
                 await self._roll_back(old, outcome, [reason], state)
                 return self._finish(outcome)
             outcome.state = "applied"
@@ -413,7 +414,7 @@ class ConfigService:
         write_atomic(self.files.dir / "trust.prev", previous, 0o644)
         text = "# operator keys, replaced by a signed configuration push\n" + "\n".join(keys) + "\n"
         write_atomic(path, text.encode(), 0o644)
-        log.info("operator_trust_rotated", keys=len(keys))
+        log.info("config_trust_rotated", keys=len(keys))
         return previous
 
     def _changed(self) -> None:
@@ -433,7 +434,7 @@ def _remote_rules(running: AgentConfig, new: AgentConfig) -> list[str]:
     if new.remote_config is None or not new.remote_config.enabled:
         reasons.append("remote_config: a push may not disable remote configuration (only a technician on site "
                        "may, by editing the local file)")
-    elif running.remote_config is not None and new.remote_config.trust_file != running.remote_config.trust_file:
+    elif running.remote_config is not None and new.trust_path != running.trust_path:
         reasons.append("remote_config.trust_file: a push may not change which file holds the operator keys "
                        "(rotate keys with a push that carries a trust list)")
     return reasons

@@ -69,9 +69,9 @@ async def watchdog_loop(monitor: HealthMonitor, notifier: Notifier) -> None:
             status = line
         if not first_stored and agent.batcher is not None and agent.batcher.stats.batches:
             first_stored = True
-            log.info("first_batch_stored", seq=agent.batcher.head[0], since_start_s=round(process_age_s(), 3))
+            log.info("agent_first_batch_stored", seq=agent.batcher.head[0], since_start_s=round(process_age_s(), 3))
         published = (report.snapshot.get("uplink") or {}).get("published")
         if not first_published and published:
             first_published = True
-            log.info("first_batch_published", since_start_s=round(process_age_s(), 3))
+            log.info("agent_first_batch_published", since_start_s=round(process_age_s(), 3))
         flush_suppressed()

@@ -146,7 +146,7 @@ class ModbusDriver(Driver):
 
     async def _report_forever(self, reason: str) -> None:
         """A device that cannot be polled at all (conflicting settings) still reports, as bad samples."""
-        self._log.error("modbus device cannot be polled", error=reason)
+        self._log.error("modbus_device_unpollable", error=reason)
         self.stats.last_error = reason
         interval = min(g.interval_s for g in self.groups)
         while True:
@@ -228,7 +228,7 @@ class ModbusDriver(Driver):
                     replacement = self._split(read)
                     if len(replacement) > 1:
                         self._log.info(
-                            "modbus request split after illegal data address",
+                            "modbus_request_split",
                             table=request.table,
                             address=request.address,
                             count=request.count,
@@ -276,14 +276,14 @@ class ModbusDriver(Driver):
             if self._failing is None:
                 self._failing = reason
                 self._failing_since = self.clock.monotonic()
-                self._log.warning("modbus device failing", error=reason, unit=self.config.unit)
+                self._log.warning("modbus_device_failing", error=reason, unit=self.config.unit)
             else:
                 self._failing = reason
         else:
             stats.last_ok_ms = int(self.clock.time() * 1000)
             if self._failing is not None:
                 self._log.info(
-                    "modbus device recovered",
+                    "modbus_device_recovered",
                     unit=self.config.unit,
                     outage_s=round(self.clock.monotonic() - self._failing_since, 3),
                     error=self._failing,

@@ -119,10 +119,10 @@ class OpcUaDriver(Driver):
             if not in_outage:
                 in_outage = True
                 self.stats.outages += 1
-                event = "opcua.session_lost" if up_for is not None else "opcua.connect_failed"
+                event = "opcua_session_lost" if up_for is not None else "opcua_connect_failed"
                 log.warning(event, device=self.name, url=self.config.url, error=error)
             else:
-                log.debug("opcua.retry_failed", device=self.name, error=error, attempt=backoff.attempt)
+                log.debug("opcua_retry_failed", device=self.name, error=error, attempt=backoff.attempt)
             await self.clock.sleep(backoff.next())
 
     async def _session(self) -> None:
@@ -153,11 +153,11 @@ class OpcUaDriver(Driver):
         if self.stats.outages:
             self.stats.reconnects += 1
             log.info(
-                "opcua.session_restored", device=self.name, url=self.config.url, outages=self.stats.outages
+                "opcua_session_restored", device=self.name, url=self.config.url, outages=self.stats.outages
             )
         else:
             log.info(
-                "opcua.session_up", device=self.name, url=self.config.url, items=self.stats.monitored_items
+                "opcua_session_up", device=self.name, url=self.config.url, items=self.stats.monitored_items
             )
 
     async def _serve(
@@ -340,7 +340,7 @@ class OpcUaDriver(Driver):
         self._last_refused = refused
         first = sorted(failures.items())[:5]
         report(
-            "opcua.tags_refused",
+            "opcua_tags_refused",
             device=self.name,
             count=len(failures),
             examples=[f"{self.config.tags[i].name}: {reason}" for i, reason in first],
@@ -353,7 +353,7 @@ class OpcUaDriver(Driver):
         if not self._overflow_logged:
             self._overflow_logged = True
             log.warning(
-                "opcua.client_queue_full",
+                "opcua_client_queue_full",
                 device=self.name,
                 queue=self.config.client_queue_size,
                 hint="the pipeline is slower than the server; drops are counted in client_queue_overflows",

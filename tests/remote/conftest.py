@@ -35,19 +35,28 @@ class RemoteGateway:
         self.operator: BatchSigner = generate_key(root / "operator", "operator")
         self.trust_file = root / "operator.pub"
         self.trust_file.write_text(self.operator.public_text + "\n")
+        self._trust_key = True  # name the trust file in [remote_config]
         self.agent: Process | None = None
         self.pushes = 0
 
     # -- configuration text --------------------------------------------------------------------------------
+
+    def use_default_trust_file(self) -> None:
+        """Move the operator trust list to where ``trust_file`` defaults to, and leave the key out."""
+        default = self.gw.state / "operator.trust"
+        default.parent.mkdir(parents=True, exist_ok=True)
+        default.write_bytes(self.trust_file.read_bytes())
+        self.trust_file, self._trust_key = default, False
 
     def toml(self, *, devices: dict[str, int] | None = None, mqtt_port: int | None = None,
              remote_extra: str = "", pipeline_extra: str = "", remote: bool = True,
              buffer_extra: str = "") -> str:
         """The gateway's TOML: ``devices`` maps a device name to a PLC port."""
         devices = {"plc1": self.plc_ports[0]} if devices is None else devices
+        trust_key = f'trust_file = "{self.trust_file}"' if self._trust_key else ""
         remote_section = f"""
 [remote_config]
-trust_file = "{self.trust_file}"
+{trust_key}
 health_window_s = {HEALTH_WINDOW_S}
 {remote_extra}
 """ if remote else ""

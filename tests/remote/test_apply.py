@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from agent.demo.localbroker import free_port
+from agent.demo.simulator import SimulatedPlc
 from agent.protocol.signing import generate_key
 from tests.e2e.harness import env, log_events, receiver_process, wait_until
+from tests.peers.mosquitto import Mosquitto
 from tests.remote.conftest import HEALTH_WINDOW_S, RemoteGateway
 
 
@@ -100,6 +102,27 @@ def _starts(rg: RemoteGateway, tag: str) -> list[int]:
     except sqlite3.Error:
         return []
     return [int(r[0]) for r in rows]
+
+
+def test_trust_rotation_rewrites_the_default_trust_file(tmp_path: Path, broker: Mosquitto,
+                                                        plcs: list[SimulatedPlc]) -> None:
+    """Without ``trust_file`` the operator keys are ``<state_dir>/operator.trust``, and a rotation by push
+    rewrites that file (the directory the service may write)."""
+    rg = RemoteGateway(tmp_path, broker, [p.port for p in plcs])
+    rg.use_default_trust_file()
+    text = rg.toml()
+    assert "trust_file" not in text
+    rg.start()
+    try:
+        new_key = generate_key(rg.gw.root / "operator2", "operator")
+        rotated = rg.push(rg.sign(text, version=20, trust=[new_key.public_text]))
+        new_accepted = rg.push(rg.sign(text, version=21, signer=new_key))
+    finally:
+        rg.stop()
+
+    assert (rotated["state"], new_accepted["state"]) == ("applied", "applied")
+    assert (rg.gw.state / "operator.trust").read_text().splitlines()[1:] == [new_key.public_text]
+    assert (rg.gw.state / "config" / "trust.prev").read_text() == rg.operator.public_text + "\n"
 
 
 def test_trust_rotation_by_a_trusted_push(remote_gw: RemoteGateway) -> None:

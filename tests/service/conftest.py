@@ -1,13 +1,10 @@
-"""Fixtures for the service tests: stand-ins for the other branches' parts, a notify socket, a signer."""
+"""Fixtures for the service tests: a notify socket, a signer, and an agent running on stand-ins."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import sys
-import tomllib
-import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,23 +16,7 @@ from agent.protocol.signing import BatchSigner, generate_key
 from agent.runtime import Agent
 from agent.service.health import LivenessPolicy
 from agent.service.sdnotify import Notifier
-from config.schema import AgentConfig
-from tests.service.standins import config_toml, install_standins, make_config
-
-
-@pytest.fixture
-def standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_standins(monkeypatch)
-    try:
-        import config.loader  # noqa: F401 -- the real loader, when this branch has it
-    except ImportError:
-        loader = types.ModuleType("config.loader")
-
-        def load_config(path: Path) -> AgentConfig:
-            return AgentConfig.model_validate(tomllib.loads(path.read_text()))
-
-        loader.load_config = load_config  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "config.loader", loader)
+from tests.service.standins import StandIns, config_toml, make_config
 
 
 @pytest.fixture
@@ -104,11 +85,14 @@ FAST = LivenessPolicy(flush_stall_s=0.5, buffer_timeout_s=0.5, device_stall_s=0.
 
 @asynccontextmanager
 async def running(tmp_path: Path, signer: BatchSigner, receiver: NotifyReceiver, *, devices: int = 2,
-                  tags: int = 3, policy: LivenessPolicy = FAST) -> AsyncIterator[tuple[Agent, Path, asyncio.Task[int]]]:
+                  tags: int = 3, policy: LivenessPolicy = FAST,
+                  standins: StandIns | None = None) -> AsyncIterator[tuple[Agent, Path, asyncio.Task[int]]]:
+    """The agent as ``mine-agent run`` runs it, on the stand-ins (``standins``, or new ones): its buffer is
+    ``agent.queue``, its uplink ``agent.uplink``, its drivers ``agent.drivers``."""
     config = make_config(tmp_path, devices=devices, tags=tags)
     path = tmp_path / "agent.toml"
     path.write_text(config_toml(config))
-    agent = Agent(config, signer=signer)
+    agent = (standins or StandIns()).agent(config, signer=signer)
     notifier = Notifier({"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())})
     task = asyncio.create_task(run_agent(agent, path, notifier=notifier, policy=policy))
     try:

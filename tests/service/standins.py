@@ -2,8 +2,10 @@
 
 The service layer (sd_notify, watchdog, health endpoint, metrics) is tested against the real
 :class:`agent.runtime.Agent`, pipeline and batcher. Where the real buffer, MQTT uplink or a field driver
-is not what the test is about, these small in-memory implementations of the agreed contracts take their
-place (``install_standins``), and each can be stalled on purpose to test the watchdog.
+is not what the test is about, these small in-memory implementations of their contracts take their place,
+handed to the agent as its factories (:meth:`StandIns.agent`), and each can be stalled on purpose to test the
+watchdog. Replacing module attributes instead was rejected: it reaches every agent in the process, and a
+test forgetting to undo it breaks the next one.
 """
 
 from __future__ import annotations
@@ -12,20 +14,16 @@ import asyncio
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
-import agent.uplink
-import buffer
 import drivers
 from agent.core.clock import Clock
 from agent.core.errors import BufferStoreError
 from agent.core.sample import Quality, Sample, SampleSink
 from agent.protocol.wire import GENESIS_HASH
+from agent.runtime import Agent
 from buffer import QueuedBatch
-from config.schema import AgentConfig
-
-if TYPE_CHECKING:
-    import pytest
+from config.schema import AgentConfig, MqttConfig
 
 
 @dataclass(slots=True)
@@ -45,8 +43,6 @@ class MemoryBufferStats:
 class MemoryQueue:
     """The AsyncDiskQueue contract in memory. ``stall()`` makes append and stats hang until ``unstall()``."""
 
-    instances: ClassVar[list[MemoryQueue]] = []
-
     def __init__(self, path: Path, *, max_bytes: int, sync: str = "full", min_free_bytes: int = 0) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -58,7 +54,6 @@ class MemoryQueue:
         self.appended = 0
         self.acked = 0
         self.drops_by_reason: dict[str, int] = {}
-        MemoryQueue.instances.append(self)
 
     def stall(self) -> None:
         self._open_gate.clear()
@@ -113,7 +108,7 @@ class MemoryQueue:
             by_kind=by_kind, appended=self.appended, acked=self.acked,
             drops_by_reason=dict(self.drops_by_reason))
 
-    async def wait_for_data(self, timeout: float) -> bool:  # noqa: ASYNC109 -- the agreed contract
+    async def wait_for_data(self, timeout: float) -> bool:  # noqa: ASYNC109 -- AsyncDiskQueue's signature
         try:
             async with asyncio.timeout(timeout):
                 await self._data.wait()
@@ -138,14 +133,11 @@ class LoopbackUplink:
     """Acknowledges every stored batch at once, as a healthy link would. ``wedge()`` makes it stop making
     progress while staying 'connected'; ``disconnect()`` makes it wait as if in reconnect backoff."""
 
-    instances: ClassVar[list[LoopbackUplink]] = []
-
     def __init__(self, config: Any, gateway_id: str, queue: MemoryQueue, *, clock: Clock | None = None) -> None:
         self.queue = queue
         self.stats = UplinkStats()
         self.wedged = False
         self.online = True
-        LoopbackUplink.instances.append(self)
 
     def wedge(self) -> None:
         self.wedged = True
@@ -168,14 +160,11 @@ class LoopbackUplink:
 class SimDriver(drivers.Driver):
     """A device that answers every poll with a ramp value per tag. ``gate`` hangs its poll loop when cleared."""
 
-    instances: ClassVar[list[SimDriver]] = []
-
     def __init__(self, name: str, config: Any, sink: SampleSink, *, clock: Clock | None = None) -> None:
         super().__init__(name, config, sink, clock=clock)
         self.gate = asyncio.Event()
         self.gate.set()
         self._tags = [f"{name}.{t.name}" for t in config.tags]
-        SimDriver.instances.append(self)
 
     async def run(self) -> None:
         clock = self.clock
@@ -194,14 +183,33 @@ class SimDriver(drivers.Driver):
             await clock.sleep(interval - clock.time() % interval)
 
 
-def install_standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the runtime use the stand-ins: buffer, uplink module, and the driver for 'modbus-tcp'."""
-    MemoryQueue.instances.clear()
-    LoopbackUplink.instances.clear()
-    SimDriver.instances.clear()
-    monkeypatch.setattr(buffer, "AsyncDiskQueue", MemoryQueue)
-    monkeypatch.setattr(agent.uplink, "MqttUplink", LoopbackUplink)
-    monkeypatch.setitem(drivers._REGISTRY, "modbus-tcp", "tests.service.standins:SimDriver")
+class StandIns:
+    """The agent's factories, making stand-ins and keeping each one made (reloads make new drivers and
+    uplinks), so a test can reach and stall them."""
+
+    def __init__(self) -> None:
+        self.queues: list[MemoryQueue] = []
+        self.uplinks: list[LoopbackUplink] = []
+        self.drivers: list[SimDriver] = []
+
+    def make_queue(self, path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) -> MemoryQueue:
+        self.queues.append(MemoryQueue(path, max_bytes=max_bytes, sync=sync, min_free_bytes=min_free_bytes))
+        return self.queues[-1]
+
+    def make_uplink(self, config: MqttConfig, gateway_id: str, queue: MemoryQueue, *,
+                    clock: Clock) -> LoopbackUplink:
+        self.uplinks.append(LoopbackUplink(config, gateway_id, queue, clock=clock))
+        return self.uplinks[-1]
+
+    def make_driver(self, name: str, config: Any, sink: SampleSink, *, clock: Clock) -> SimDriver:
+        """A SimDriver for every device, whatever its protocol."""
+        self.drivers.append(SimDriver(name, config, sink, clock=clock))
+        return self.drivers[-1]
+
+    def agent(self, config: AgentConfig, **kwargs: Any) -> Agent:
+        """The real agent, running on these stand-ins."""
+        return Agent(config, make_queue=self.make_queue, make_uplink=self.make_uplink,
+                     make_driver=self.make_driver, **kwargs)
 
 
 def make_config(tmp_path: Path, *, devices: int = 2, tags: int = 3, poll_s: float = 0.2, window_s: int = 1,

@@ -21,9 +21,6 @@ from agent.protocol.signing import BatchSigner
 from agent.runtime import Agent
 from agent.service.health import LivenessPolicy
 from tests.service.conftest import NotifyReceiver, running
-from tests.service.standins import MemoryQueue
-
-pytestmark = pytest.mark.usefixtures("standins")
 
 RELAXED = LivenessPolicy(buffer_timeout_s=0.5)
 
@@ -102,10 +99,10 @@ async def test_health_document_is_ok_for_a_healthy_agent(served: tuple[Agent, st
 
 async def test_health_is_503_failing_when_the_buffer_hangs(served: tuple[Agent, str]) -> None:
     """A buffer that does not answer makes /health failing with a reason, served as HTTP 503."""
-    _, base = served
-    MemoryQueue.instances[0].stall()
+    agent, base = served
+    agent.queue.stall()
     code, _, body = await get(base + "/health")
-    MemoryQueue.instances[0].unstall()
+    agent.queue.unstall()
     doc = json.loads(body)
 
     assert code == 503

@@ -18,20 +18,20 @@ import pytest
 from agent.protocol.signing import BatchSigner
 from config.schema import HealthConfig
 from tests.service.conftest import NotifyReceiver, running
-from tests.service.standins import LoopbackUplink, MemoryQueue, SimDriver, config_toml, make_config
+from tests.service.standins import SimDriver, StandIns, config_toml, make_config
 
-pytestmark = pytest.mark.usefixtures("standins")
 
 async def test_ready_only_after_the_agent_runs(tmp_path: Path, signer: BatchSigner,
                                                notify_receiver: NotifyReceiver) -> None:
     """READY=1 is sent once the buffer is open and every device and the uplink are started."""
-    async with running(tmp_path, signer, notify_receiver) as (agent, _, _):
+    made = StandIns()
+    async with running(tmp_path, signer, notify_receiver, standins=made) as (agent, _, _):
         await notify_receiver.wait_for("READY=1")
 
         assert agent.ready.is_set()
         assert sorted(agent.drivers) == ["plc0", "plc1"]
-        assert len(MemoryQueue.instances) == 1
-        assert len(LoopbackUplink.instances) == 1
+        assert made.queues == [agent.queue]
+        assert made.uplinks == [agent.uplink]
 
 
 async def test_watchdog_pings_while_alive(tmp_path: Path, signer: BatchSigner,
@@ -46,21 +46,23 @@ async def test_watchdog_pings_while_alive(tmp_path: Path, signer: BatchSigner,
 async def test_no_pings_while_the_buffer_append_hangs(tmp_path: Path, signer: BatchSigner,
                                                       notify_receiver: NotifyReceiver) -> None:
     """A wedged buffer (append and stats never return) stops the pings; they resume when it recovers."""
-    async with running(tmp_path, signer, notify_receiver):
+    async with running(tmp_path, signer, notify_receiver) as (agent, _, _):
         await notify_receiver.wait_for("WATCHDOG=1")
-        MemoryQueue.instances[0].stall()
+        agent.queue.stall()
 
         await notify_receiver.silence("WATCHDOG=1", quiet_s=2.0)
-        MemoryQueue.instances[0].unstall()
+        agent.queue.unstall()
         await notify_receiver.wait_for("WATCHDOG=1")
 
 
 async def test_no_pings_while_a_poll_loop_is_stuck(tmp_path: Path, signer: BatchSigner,
                                                    notify_receiver: NotifyReceiver) -> None:
     """One device whose poll never returns stops the pings (systemd will restart the agent)."""
-    async with running(tmp_path, signer, notify_receiver):
+    async with running(tmp_path, signer, notify_receiver) as (agent, _, _):
         await notify_receiver.wait_for("WATCHDOG=1")
-        SimDriver.instances[0].gate.clear()
+        driver = agent.drivers["plc0"]
+        assert isinstance(driver, SimDriver)
+        driver.gate.clear()
 
         await notify_receiver.silence("WATCHDOG=1", quiet_s=2.0)
 
@@ -68,9 +70,9 @@ async def test_no_pings_while_a_poll_loop_is_stuck(tmp_path: Path, signer: Batch
 async def test_no_pings_while_the_uplink_is_wedged(tmp_path: Path, signer: BatchSigner,
                                                    notify_receiver: NotifyReceiver) -> None:
     """Connected, with batches waiting, and no publish for longer than the stall limit stops the pings."""
-    async with running(tmp_path, signer, notify_receiver):
+    async with running(tmp_path, signer, notify_receiver) as (agent, _, _):
         await notify_receiver.wait_for("WATCHDOG=1")
-        LoopbackUplink.instances[0].wedge()
+        agent.uplink.wedge()
 
         await notify_receiver.silence("WATCHDOG=1", quiet_s=2.0)
 
@@ -80,7 +82,7 @@ async def test_pings_continue_while_the_broker_is_unreachable(tmp_path: Path, si
     """A disconnected uplink waiting in backoff is legitimate: the backlog grows and the pings go on."""
     async with running(tmp_path, signer, notify_receiver) as (agent, _, _):
         await notify_receiver.wait_for("WATCHDOG=1")
-        LoopbackUplink.instances[0].disconnect()
+        agent.uplink.disconnect()
         seq = agent.batcher.head[0] if agent.batcher else 0
         while (agent.batcher.head[0] if agent.batcher else 0) < seq + 3:  # 3 more batches: ~3 s of backlog
             await notify_receiver.wait_for("WATCHDOG=1")
@@ -120,7 +122,7 @@ async def test_sigterm_sends_stopping_and_commits_open_windows(tmp_path: Path, s
         produced = agent.pipeline.stats.windows + agent.pipeline.stats.raw_rows
         assert produced > 0
         assert agent.batcher.stats.rows == produced
-        assert MemoryQueue.instances[0].appended == agent.batcher.stats.batches
+        assert agent.queue.appended == agent.batcher.stats.batches
 
 
 async def test_health_port_in_use_does_not_stop_data_collection(tmp_path: Path, signer: BatchSigner,
@@ -131,7 +133,6 @@ async def test_health_port_in_use_does_not_stop_data_collection(tmp_path: Path, 
     import structlog
 
     from agent.cli.run import run_agent
-    from agent.runtime import Agent
     from agent.service.sdnotify import Notifier
 
     with socket.socket() as taken:
@@ -139,7 +140,7 @@ async def test_health_port_in_use_does_not_stop_data_collection(tmp_path: Path, 
         taken.listen()
         port = taken.getsockname()[1]
         config = make_config(tmp_path, health_listen=f"127.0.0.1:{port}")
-        agent = Agent(config, signer=signer)
+        agent = StandIns().agent(config, signer=signer)
         with structlog.testing.capture_logs() as logs:
             task = asyncio.create_task(run_agent(agent, tmp_path / "agent.toml",
                                                  notifier=Notifier({"NOTIFY_SOCKET": notify_receiver.name})))
@@ -202,7 +203,7 @@ async def test_stop_during_a_slow_buffer_append_loses_no_rows(tmp_path: Path, si
         await notify_receiver.wait_for("WATCHDOG=1")
         assert agent.batcher is not None
         assert agent.pipeline is not None
-        queue = MemoryQueue.instances[0]
+        queue = agent.queue
         queue.stall()
         async with asyncio.timeout(30):
             while agent.pipeline.stats.windows + agent.pipeline.stats.raw_rows == agent.batcher.stats.rows:  # noqa: ASYNC110
@@ -224,12 +225,12 @@ async def test_stop_during_a_reload_does_not_hang(tmp_path: Path, signer: BatchS
         await notify_receiver.wait_for("READY=1")
         bigger = make_config(tmp_path, devices=4).model_copy(
             update={"pipeline": make_config(tmp_path).pipeline.model_copy(update={"window_s": 2})})
-        MemoryQueue.instances[0].stall()  # the reload's final flush of the old windows waits on the buffer
+        agent.queue.stall()  # the reload's final flush of the old windows waits on the buffer
         reload = asyncio.create_task(agent.apply(bigger))
         await asyncio.sleep(0.3)
         agent.stop()
         await asyncio.sleep(0.3)  # shutdown has begun too
-        MemoryQueue.instances[0].unstall()
+        agent.queue.unstall()
         async with asyncio.timeout(30):
             code = await task
         await asyncio.gather(reload, return_exceptions=True)

@@ -116,7 +116,7 @@ async def test_server_restart_mid_run_gives_bad_then_good_samples(server: Modbus
             await sink.wait_for(all_good)
 
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    recoveries = [e for e in logs if e["event"] == "modbus device recovered"]
+    recoveries = [e for e in logs if e["event"] == "modbus_device_recovered"]
     assert len(warnings) == 1
     assert warnings[0]["device"] == "plc1"
     assert len(recoveries) == 1

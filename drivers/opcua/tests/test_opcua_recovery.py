@@ -35,7 +35,7 @@ async def test_absent_server_gives_bad_samples_and_one_warning() -> None:
         s.quality is Quality.BAD and (s.reason or "").startswith("no session:") for s in sink.of("d.t")
     )
     assert errors >= 3
-    assert [e["event"] for e in warnings(logs)] == ["opcua.connect_failed"]
+    assert [e["event"] for e in warnings(logs)] == ["opcua_connect_failed"]
 
 
 @pytest.mark.slow
@@ -66,8 +66,8 @@ async def test_server_restart_recovers_and_flags_the_outage(tmp_path: Path) -> N
     assert samples[first_bad].reason.startswith("session lost:")
     assert fresh.ts_ms >= samples[first_bad].ts_ms
     assert (stats.outages, stats.reconnects) == (1, 1)
-    assert [e["event"] for e in warnings(logs)] == ["opcua.session_lost"]
-    assert any(e["event"] == "opcua.session_restored" for e in logs)
+    assert [e["event"] for e in warnings(logs)] == ["opcua_session_lost"]
+    assert any(e["event"] == "opcua_session_restored" for e in logs)
 
 
 @pytest.mark.slow
@@ -125,4 +125,4 @@ async def test_reconnect_attempts_follow_the_backoff_on_the_injected_clock() -> 
     # Stamped on the injected clock, during the last advance (10 s): when exactly depends on how many loop
     # iterations a refused connect takes, which differs between Python versions.
     assert int((clock.time() - 10.0) * 1000) <= sink.samples[-1].ts_ms <= int(clock.time() * 1000)
-    assert [e["event"] for e in warnings(logs)] == ["opcua.connect_failed"]
+    assert [e["event"] for e in warnings(logs)] == ["opcua_connect_failed"]

@@ -77,7 +77,7 @@ async def test_untrusted_server_is_rejected_saved_and_trusted_with_one_command(
     assert refused is not None
     assert "BadCertificateUntrusted" in (refused.reason or "")
     assert f"mine-agent opcua trust {rejected[0]}" in (refused.reason or "")
-    assert len([e for e in logs if e["log_level"] == "warning" and e["event"] == "opcua.connect_failed"]) == 1
+    assert len([e for e in logs if e["log_level"] == "warning" and e["event"] == "opcua_connect_failed"]) == 1
 
 
 async def test_username_from_password_file_is_accepted(plc: PlcServer, tmp_path: Path) -> None:
