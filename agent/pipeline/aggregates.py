@@ -45,7 +45,7 @@ the TWA, whose timeline has already been integrated past it; it is counted in ``
 
 from __future__ import annotations
 
-__all__ = ["WindowStats", "column_stats", "columns_stats"]
+__all__ = ["WindowStats", "column_stats", "columns_stats", "window_row"]
 
 import math
 import operator
@@ -62,6 +62,22 @@ _sqrt = math.sqrt
 _dist = math.dist
 _isfinite = math.isfinite
 _NORM_LIMIT = 1e150  # below sqrt(float max), with room for the rounding of partial sums
+
+
+def window_row(
+    *, tag: Any, start: Any, dur_ms: Any, count: Any, good: Any, bad: Any, min_: Any, max_: Any, mean: Any,
+    last: Any, uncertain: Any, n: Any, twa: Any, std: Any, first: Any, first_ms: Any, last_ms: Any,
+    min_ms: Any, max_ms: Any,
+) -> list[Any]:
+    """The fields of a ``win`` row in the table's column order (docs/protocol.md), the one place that order
+    is written down: each argument is one row's value, or, for rows kept as columns
+    (:class:`agent.pipeline.column_rows.ColumnRows`), the column of every row's values.
+
+    Keyword-only so that every caller names each field; ``min_``/``max_`` are the columns ``min``/``max``."""
+    return [
+        tag, start, dur_ms, count, good, bad, min_, max_, mean, last, uncertain, n, twa, std, first, first_ms,
+        last_ms, min_ms, max_ms,
+    ]
 
 
 class WindowStats:
