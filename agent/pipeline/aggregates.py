@@ -201,6 +201,8 @@ def column_stats(
     the first timestamp), or None. Built from C-level builtins over the column: this runs once per tag per
     window instead of once per sample."""
     n = len(values)
+    # A column holds one kind of number (its layout's raw format, transformed or not), so the first value's
+    # exact type says whether the sums below can be exact integer sums.
     if type(values[0]) is int:  # raw integers: exact sums
         mean = sum(values) / n
         area: Any = sum(map(_mul, values, held_ms))

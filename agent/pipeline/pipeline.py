@@ -280,6 +280,7 @@ class Pipeline:
                 if quality > stat_q:
                     win.hold(ts, None)
                     continue
+            # Exact types, the cheapest test per sample; a bool (an int subclass) must become 0/1 first.
             kind = type(value)
             if kind is float:
                 if value - value:  # non-zero only for NaN (NaN - NaN) and infinities (inf - inf is NaN)
