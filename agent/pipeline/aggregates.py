@@ -64,8 +64,8 @@ _isfinite = math.isfinite
 _NORM_LIMIT = 1e150  # below sqrt(float max), with room for the rounding of partial sums
 
 
-def window_row(
-    *, tag: Any, start: Any, dur_ms: Any, count: Any, good: Any, bad: Any, min_: Any, max_: Any, mean: Any,
+def window_row(  # noqa: PLR0917 (the hot caller passes by position: see below)
+    tag: Any, start: Any, dur_ms: Any, count: Any, good: Any, bad: Any, min_: Any, max_: Any, mean: Any,
     last: Any, uncertain: Any, n: Any, twa: Any, std: Any, first: Any, first_ms: Any, last_ms: Any,
     min_ms: Any, max_ms: Any,
 ) -> list[Any]:
@@ -73,7 +73,9 @@ def window_row(
     is written down: each argument is one row's value, or, for rows kept as columns
     (:class:`agent.pipeline.column_rows.ColumnRows`), the column of every row's values.
 
-    Keyword-only so that every caller names each field; ``min_``/``max_`` are the columns ``min``/``max``."""
+    Callers name each field (``min_``/``max_`` are the columns ``min``/``max``), except where a row is made per
+    tag and window on the per-sample path: there a call by keyword would cost about ten times one by position
+    (some 0.8 µs more per row: near a tenth more per sample at one sample a second in 10 s windows)."""
     return [
         tag, start, dur_ms, count, good, bad, min_, max_, mean, last, uncertain, n, twa, std, first, first_ms,
         last_ms, min_ms, max_ms,

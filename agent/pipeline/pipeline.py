@@ -398,13 +398,11 @@ class Pipeline:
         """The window row of one accumulator; remembers the value it holds into the next window."""
         w_ms = self.window_ms
         n = win.n
-        out.append(window_row(
-            tag=tag, start=start, dur_ms=w_ms, count=win.count, good=win.good, bad=win.bad, min_=win.min,
-            max_=win.max, mean=win.mean if n else None, last=win.last, uncertain=win.uncertain, n=n,
-            twa=win.twa(start + w_ms), std=win.std(), first=win.first,
-            first_ms=win.first_ms if win.first is not None else None,
-            last_ms=win.last_ms if win.last is not None else None,
-            min_ms=win.min_ms if n else None, max_ms=win.max_ms if n else None,
+        out.append(window_row(  # by position, once per tag and window: see window_row
+            tag, start, w_ms, win.count, win.good, win.bad, win.min, win.max, win.mean if n else None,
+            win.last, win.uncertain, n, win.twa(start + w_ms), win.std(), win.first,
+            win.first_ms if win.first is not None else None, win.last_ms if win.last is not None else None,
+            win.min_ms if n else None, win.max_ms if n else None,
         ))
         if win.out_of_order:
             self.stats.out_of_order += win.out_of_order
