@@ -74,6 +74,12 @@ class LastValues:
             else:
                 self._blocks.pop(old, None)
                 self._shared.discard(old)
+        # A live layout may hold a tag of this one without being the layout the tag pointed to (it lost the
+        # tag to one just dropped): those share tags with this one too.
+        names = set(layout.names)
+        for other in self._blocks:
+            if other not in before and not names.isdisjoint(other.names):
+                self._shared.update((other, layout))
         if len(self._blocks) > _MAX_TAGS:  # layouts invented without end: start over, like the samples
             self._blocks.clear()
             self._shared.clear()
