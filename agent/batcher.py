@@ -219,6 +219,8 @@ class Batcher:
         self.stats.bytes += len(batch.frame)
 
 
+# Window rows come as lists of lists or as the pipeline's ColumnRows; the exact type test, once per batch,
+# is the cheapest way to tell them apart.
 def _column(rows: Sequence[Sequence[Any]], j: int) -> Iterable[Any]:
     """Field ``j`` of every row."""
     if type(rows) is ColumnRows:

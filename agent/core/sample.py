@@ -14,7 +14,7 @@ stays a ``Sample``.
 
 A ``Poll`` is one poll's readings, runs of samples and blocks in the order they were read. It is a
 ``Sequence[Sample]`` (iterating expands the blocks), so anything that only understands samples takes it as
-it takes a list; the pipeline and the tail look at ``parts`` to keep blocks whole.
+it takes a list; the pipeline and the tail go through its parts (:meth:`Poll.each_part`) to keep blocks whole.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import enum
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
+
+_T = TypeVar("_T")
 
 
 class Quality(enum.IntEnum):
@@ -128,13 +130,24 @@ class SampleBlock:
 
 
 class Poll(Sequence[Sample]):
-    """The readings of one poll: runs of samples and blocks, in the order they were read."""
+    """The readings of one poll: runs of samples and blocks, in the order they were read.
+
+    A part is a run of samples when it is a plain ``list`` and a block otherwise. That is this class's own
+    representation, tested with ``type(part) is list`` (the cheapest exact test); code elsewhere goes through
+    :meth:`each_part` rather than repeat the test."""
 
     __slots__ = ("_size", "parts")
 
     def __init__(self) -> None:
         self.parts: list[list[Sample] | SampleBlock] = []
         self._size = 0
+
+    def each_part(
+        self, on_samples: Callable[[list[Sample]], _T], on_block: Callable[[SampleBlock], _T]
+    ) -> list[_T]:
+        """``on_samples(run)`` for each run of samples and ``on_block(block)`` for each block, in the order they
+        were read; their results, in that order."""
+        return [on_samples(part) if type(part) is list else on_block(part) for part in self.parts]  # type: ignore[arg-type]
 
     def append(self, sample: Sample) -> None:
         self.extend((sample,))

@@ -37,25 +37,24 @@ class LastValues:
         self._shared: set[BlockLayout] = set()
 
     def record(self, samples: Sequence[Sample]) -> None:
-        # C-level updates per run of samples, one store per block.
+        # C-level updates per run of samples, one store per block. The exact type test tells the sink's two
+        # kinds of argument apart (a Poll is a Sequence too), once per poll.
         if type(samples) is Poll:
-            blocks = self._blocks
-            for part in samples.parts:
-                self._parts += 1
-                if type(part) is list:
-                    self._record_samples(part)
-                    continue
-                layout = part.layout  # type: ignore[union-attr]
-                if layout not in blocks:
-                    self._add_layout(layout)
-                elif layout in self._shared:
-                    self._layout_of.update(zip(layout.names, repeat(layout)))
-                blocks[layout] = (self._parts, part)  # type: ignore[assignment]
+            samples.each_part(self._record_samples, self._record_block)
         else:
-            self._parts += 1
             self._record_samples(samples)
 
+    def _record_block(self, block: SampleBlock) -> None:
+        self._parts += 1
+        layout = block.layout
+        if layout not in self._blocks:
+            self._add_layout(layout)
+        elif layout in self._shared:
+            self._layout_of.update(zip(layout.names, repeat(layout)))
+        self._blocks[layout] = (self._parts, block)
+
     def _record_samples(self, samples: Sequence[Sample]) -> None:
+        self._parts += 1
         last = self._last
         last.update(zip(map(_tag_of, samples), samples, strict=True))
         self._last_at.update(zip(map(_tag_of, samples), repeat(self._parts)))
@@ -75,6 +74,12 @@ class LastValues:
             else:
                 self._blocks.pop(old, None)
                 self._shared.discard(old)
+        # A live layout may hold a tag of this one without being the layout the tag pointed to (it lost the
+        # tag to one just dropped): those share tags with this one too.
+        names = set(layout.names)
+        for other in self._blocks:
+            if other not in before and not names.isdisjoint(other.names):
+                self._shared.update((other, layout))
         if len(self._blocks) > _MAX_TAGS:  # layouts invented without end: start over, like the samples
             self._blocks.clear()
             self._shared.clear()

@@ -23,38 +23,28 @@ Why not a stage per sample in a generic processor list: at 10,000 tags a second 
 agent's budget (bench/pipeline_cost.py), so :meth:`Pipeline.ingest` is one tight loop; a tag without hooks
 costs one failed dict look-up for them.
 
-Sample blocks (agent.core.sample: a Modbus response as bytes, one timestamp, a shared layout) skip even that. A
-block's bytes are kept, per open window and layout, as a row; at window close each tag's statistics come
-from its column (:func:`agent.pipeline.aggregates.column_stats`), so the per-value work of a poll is nil (a
-``raw = true`` tag without other hooks costs only its raw row). The result is the one the samples of the
-block would give (mean, std and twa up to the last bits), because a tag leaves the column path for the rest
-of a window, with its rows so far replayed in order into a :class:`WindowStats`, whenever that path could
-differ: a tag with hooks (deadband, alarms, calculated inputs; raw too when its layout has such tags) is
-always fed per sample; a tag that also gets a sample (a failed poll's bad sample, a float layer decoded as
-samples because of a NaN) or a row of another layout (a re-planned request) in the same window is replayed
-at that moment; a layout whose timestamps go backwards is replayed whole; a block that arrives after its
-window closed is handled as its samples (late, raw rows). The ``non_finite`` count of a column replayed at
-close is counted then. The window rows of a layout's column-path tags leave as one
-:class:`agent.pipeline.column_rows.ColumnRows` in ``PipelineOutput.win_blocks`` (the statistics as columns, turned
-into rows only when packed), the other window rows as lists in ``PipelineOutput.win``.
+Sample blocks (agent.core.sample: a Modbus response as bytes, one timestamp, a shared layout) skip even that:
+their tags take the column path, :mod:`agent.pipeline.block_windows`, which keeps the bytes until the window
+closes and computes the statistics from whole columns, with the same result as the samples of the blocks. Its
+window rows leave as :class:`agent.pipeline.column_rows.ColumnRows` in ``PipelineOutput.win_blocks``, the other
+window rows as lists in ``PipelineOutput.win``.
 """
 
 from __future__ import annotations
 
 __all__ = ["ALARM_COLUMNS", "RAW_COLUMNS", "WIN_COLUMNS", "Pipeline", "PipelineOutput", "PipelineStats"]
 
-import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any
 
 from agent.core.clock import Clock, SystemClock
-from agent.core.sample import BlockLayout, Poll, Quality, Sample, SampleBlock
-from agent.pipeline.aggregates import WindowStats, column_stats, columns_stats
+from agent.core.sample import Poll, Quality, Sample, SampleBlock
+from agent.pipeline.aggregates import WindowStats, window_row
 from agent.pipeline.alarms import ALARM_COLUMNS, AlarmEngine, TagAlarms
+from agent.pipeline.block_windows import BlockWindows
 from agent.pipeline.calculated import Calculation
-from agent.pipeline.column_rows import ColumnRows, Repeated
+from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.deadband import Deadband
 
 if TYPE_CHECKING:
@@ -66,8 +56,6 @@ WIN_COLUMNS = [
     "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms",
 ]
 RAW_COLUMNS = ["tag", "ts", "value", "quality", "reason"]
-_first = operator.itemgetter(0)
-_last = operator.itemgetter(-1)
 _NOTHING: Any = object()  # no reading of the tag in the previous window: no value held in
 
 
@@ -82,38 +70,9 @@ class _Hooks:
         self.alarms: TagAlarms | None = None
         self.calcs: list[Calculation] = []
 
-
-class _BlockRows:
-    """The blocks of one layout in one open window, kept as bytes until the window closes.
-
-    Tags whose index is in ``slow`` are fed per sample (hooks, or data from elsewhere in this window); the
-    others have their statistics computed from the rows at close. ``carry`` is, per tag, the value held in
-    from the previous window at the time the tag's first value of this window arrived (None: none)."""
-
-    __slots__ = ("carry", "data", "layout", "slow", "slow_order", "ts")
-
-    def __init__(self, layout: BlockLayout, slow: set[int], carry: list[Any]) -> None:
-        self.layout = layout
-        self.ts: list[int] = []
-        self.data: list[bytes] = []
-        self.slow = slow
-        self.slow_order = tuple(sorted(slow))
-        self.carry = carry
-
-
-class _BlockWindow:
-    """The block rows of one open window: per layout, and which rows hold each tag's column."""
-
-    __slots__ = ("owner", "rows")
-
-    def __init__(self) -> None:
-        self.rows: dict[BlockLayout, _BlockRows] = {}
-        self.owner: dict[str, _BlockRows] = {}
-
-
-def _held(value: Any) -> Any:
-    """The value a reading leaves holding: itself, or None (unknown) for a non-finite float."""
-    return None if type(value) is float and value - value else value
+    def raw_only(self) -> bool:
+        """Whether the tag's one hook is ``raw = true`` (its blocks can still keep it as a column)."""
+        return self.raw and self.deadband is None and self.alarms is None and not self.calcs
 
 
 @dataclass(slots=True)
@@ -187,10 +146,12 @@ class Pipeline:
         # tag -> (start of its last closed window, value held at that window's end), for the next TWA.
         self._carry: dict[str, tuple[int, float | None]] = {}
         self._raw: list[list[Any]] = []
-        # window start -> block rows of that window (the window also has an entry, maybe empty, in _open).
-        self._blocks: dict[int, _BlockWindow] = {}
-        # layout -> (indices of its tags always fed per sample, indices that only need raw rows): _block_plan.
-        self._hooked: dict[BlockLayout, tuple[frozenset[int], tuple[int, ...]]] = {}
+        raw_only = {tag for tag, hook in self._hooks.items() if hook.raw_only()}
+        self._blocks = BlockWindows(
+            self.window_ms, hooked=self._hooks.keys() - raw_only, raw_only=raw_only, windows=self._open,
+            carry=self._carry, stats=self.stats, feed=self._ingest, held_in=self._held_in_or_none,
+            close_window=self._close_window,
+        )
 
     @classmethod
     def from_config(
@@ -239,10 +200,11 @@ class Pipeline:
     def ingest(self, samples: Sequence[Sample]) -> None:
         """Account for one poll's samples (a list, or a ``Poll`` of samples and blocks). The drivers' sink:
         synchronous, no I/O."""
+        # The sink's contract is "a list, or a Poll"; the exact type test is the cheapest way to tell them
+        # apart (a Poll is a Sequence too) and runs once per poll.
         if type(samples) is Poll:
             touched = None
-            for part in samples.parts:
-                found = self._ingest(part) if type(part) is list else self._ingest_block(part)  # type: ignore[arg-type]
+            for found in samples.each_part(self._ingest, self._ingest_block):
                 if found:
                     if touched is None:
                         touched = found
@@ -318,6 +280,7 @@ class Pipeline:
                 if quality > stat_q:
                     win.hold(ts, None)
                     continue
+            # Exact types, the cheapest test per sample; a bool (an int subclass) must become 0/1 first.
             kind = type(value)
             if kind is float:
                 if value - value:  # non-zero only for NaN (NaN - NaN) and infinities (inf - inf is NaN)
@@ -344,29 +307,12 @@ class Pipeline:
         return touched
 
     def _first_sample_window(self, tag: str, start: int, samples: Sequence[Sample]) -> WindowStats:
-        """The accumulator for a sample of a tag that has none in ``start``'s bucket: its block rows of this
-        window replayed into a new one, or a new one with the value held in.
-
-        A failed poll brings a sample for every tag of a request at once, so the tags of the same rows among
-        ``samples`` are replayed with it, in one pass over the rows (replaying a tag early changes nothing:
-        from then on it is fed per sample, which is what it would be anyway)."""
-        blocks = self._blocks.get(start)
-        if blocks is not None:
-            rows = blocks.owner.get(tag)
-            if rows is not None:
-                index = rows.layout.index
-                i = index[tag]
-                if i not in rows.slow:
-                    w_ms = self.window_ms
-                    slow = rows.slow
-                    wanted = {i}
-                    for s in samples:
-                        j = index.get(s[0])
-                        if j is not None and j not in slow and s[1] - s[1] % w_ms == start:
-                            wanted.add(j)
-                    self._replay(rows, sorted(wanted), start)
-                    return self._open[start][tag]
-        win = self._open[start][tag] = self._new_window(tag, start)
+        """The accumulator for a sample of a tag that has none in ``start``'s bucket: its column taken over
+        from the block rows of this window (with the tags of the same rows among ``samples``), or a new one
+        with the value held in."""
+        win = self._blocks.take_over(tag, start, samples)
+        if win is None:
+            win = self._open[start][tag] = self._new_window(tag, start)
         return win
 
     def _new_window(self, tag: str, start: int) -> WindowStats:
@@ -385,229 +331,26 @@ class Pipeline:
             prev_win = previous.get(tag)
             if prev_win is not None:
                 return prev_win.hold_value if prev_win.hold_ms is not None else _NOTHING
-            blocks = self._blocks.get(before)
-            rows = blocks.owner.get(tag) if blocks is not None else None
-            if rows is not None and rows.ts:
-                return _held(rows.layout.value(rows.data[-1], rows.layout.index[tag]))
+            held = self._blocks.held_at_end(tag, before, _NOTHING)
+            if held is not _NOTHING:
+                return held
         carry = self._carry.get(tag)
         if carry is not None and carry[0] == before:
             return carry[1]
         return _NOTHING
 
-    # -- sample blocks ---------------------------------------------------------------------------------------
+    def _held_in_or_none(self, tag: str, start: int) -> Any:
+        """What the tag holds into window ``start`` now, None for nothing or unknown (the column path's carry)."""
+        held = self._held_in(tag, start)
+        return None if held is _NOTHING else held
 
     def _ingest_block(self, block: SampleBlock) -> dict[Calculation, None] | None:
-        """Account for one block: normally one row appended (and raw rows of its ``raw = true`` tags); its
-        hooked or mixed tags fed per sample."""
-        layout = block.layout
+        """Account for one block: on the column path, or as its samples when late or nothing of it is kept as
+        a column."""
         ts = block.ts_ms
-        start = ts - ts % self.window_ms
-        plan = self._hooked.get(layout)
-        if plan is None:
-            plan = self._hooked[layout] = self._block_plan(layout)
-        hooked, raw_only = plan
-        if start < self._closed_before or len(hooked) == len(layout.names):
-            return self._ingest(block.samples())  # late, or nothing to keep as a column
-        blocks = self._blocks.get(start)
-        if blocks is None:
-            blocks = self._blocks[start] = _BlockWindow()
-            self._open.setdefault(start, {})
-        rows = blocks.rows.get(layout)
-        if rows is None:
-            rows = self._start_rows(blocks, layout, start, hooked)
-        elif ts < rows.ts[-1]:  # time went backwards: the column path assumes order, so leave it
-            self._replay(rows, [i for i in range(len(layout.names)) if i not in rows.slow], start)
-        rows.ts.append(ts)
-        rows.data.append(block.data)
-        slow = rows.slow_order
-        names = layout.names
-        self.stats.samples += len(names) - len(slow)
-        if not slow and not raw_only:
-            return None
-        values = layout.values(block.data)
-        if not raw_only:
-            return self._ingest([Sample(names[i], ts, values[i]) for i in slow])
-        raw = self._raw
-        if not slow:
-            raw.extend([[names[i], ts, values[i], 0, None] for i in raw_only])
-            return None
-        # Both: in layout order (the order of the samples), runs of per-sample tags between raw rows.
-        touched: dict[Calculation, None] | None = None
-        run: list[Sample] = []
-        in_slow = rows.slow
-        for i in sorted({*slow, *raw_only}):
-            if i in in_slow:
-                run.append(Sample(names[i], ts, values[i]))
-                continue
-            if run:
-                found = self._ingest(run)
-                if found:
-                    touched = found if touched is None else {**touched, **found}
-                run = []
-            raw.append([names[i], ts, values[i], 0, None])
-        if run:
-            found = self._ingest(run)
-            if found:
-                touched = found if touched is None else {**touched, **found}
-        return touched
-
-    def _block_plan(self, layout: BlockLayout) -> tuple[frozenset[int], tuple[int, ...]]:
-        """Which tags of a layout are always fed per sample, and which only need a raw row per block.
-
-        A tag whose one hook is ``raw = true`` keeps its statistics on the column path and gets its raw row
-        straight from the block. If the layout also has tags with other hooks, those raw-only tags are fed
-        per sample too, so that raw rows keep the order of the samples."""
-        hooks = self._hooks
-        hooked: list[int] = []
-        raw_only: list[int] = []
-        for i, name in enumerate(layout.names):
-            hook = hooks.get(name)
-            if hook is None:
-                continue
-            if hook.raw and hook.deadband is None and hook.alarms is None and not hook.calcs:
-                raw_only.append(i)
-            else:
-                hooked.append(i)
-        if hooked:
-            return frozenset(hooked + raw_only), ()
-        return frozenset(), tuple(raw_only)
-
-    def _start_rows(
-        self, blocks: _BlockWindow, layout: BlockLayout, start: int, hooked: frozenset[int]
-    ) -> _BlockRows:
-        """The first block of a layout in a window. Its tags already fed otherwise in this window (samples,
-        another layout's rows, replayed first) are fed per sample from now on, like hooked ones."""
-        names = layout.names
-        owner = blocks.owner
-        if not owner.keys().isdisjoint(names):
-            for name in names:
-                other = owner.get(name)
-                if other is not None and other.layout.index[name] not in other.slow:
-                    self._replay(other, (other.layout.index[name],), start)
-        bucket = self._open[start]
-        slow = set(hooked)
-        if bucket and not bucket.keys().isdisjoint(names):
-            slow.update(i for i, name in enumerate(names) if name in bucket)
-        rows = blocks.rows[layout] = _BlockRows(layout, slow, self._carry_in(layout, start))
-        owner.update(zip(names, repeat(rows)))
-        return rows
-
-    def _carry_in(self, layout: BlockLayout, start: int) -> list[Any]:
-        """Per tag of the layout, the value held into window ``start`` now (None: none or unknown)."""
-        before = start - self.window_ms
-        blocks = self._blocks.get(before)
-        prev = blocks.rows.get(layout) if blocks is not None else None
-        if prev is not None and prev.ts:  # the usual case: the same request in the previous window
-            values = list(map(_held, layout.values(prev.data[-1])))
-            if prev.slow:
-                bucket = self._open[before]
-                for i in prev.slow:
-                    win = bucket[layout.names[i]]
-                    values[i] = win.hold_value if win.hold_ms is not None else None
-            return values
-        held = [self._held_in(name, start) for name in layout.names]
-        return [None if v is _NOTHING else v for v in held]
-
-    def _replay(self, rows: _BlockRows, indices: Sequence[int], start: int) -> None:
-        """Move tags off the column path: feed their rows so far, in order, into new accumulators in the
-        window's bucket, exactly as their samples would have been; later rows feed them per sample."""
-        if not indices:
-            return
-        bucket = self._open[start]
-        layout = rows.layout
-        names = layout.names
-        wins = []
-        for i in indices:
-            carry = rows.carry[i]
-            win = bucket[names[i]] = WindowStats(start, carry) if carry is not None else WindowStats()
-            wins.append(win)
-        unpack = layout.unpack
-        transforms = layout.transforms
-        for ts, data in zip(rows.ts, rows.data, strict=True):
-            raw = unpack(data)
-            for i, win in zip(indices, wins, strict=True):
-                value = raw[i]
-                transform = transforms[i]
-                if transform is not None:
-                    value = value * transform[0] + transform[1]
-                self._add_good(win, ts, value)
-        rows.slow.update(indices)
-        rows.slow_order = tuple(sorted(rows.slow))
-
-    def _add_good(self, win: WindowStats, ts: int, value: Any) -> None:
-        """One good number into an accumulator, as :meth:`_ingest` adds it."""
-        win.count += 1
-        if type(value) is float and value - value:
-            self.stats.non_finite += 1
-            win.bad += 1
-            win.hold(ts, None)
-            return
-        win.good += 1
-        win.add_value(ts, value)
-
-    def _close_rows(self, rows: _BlockRows, start: int, out: PipelineOutput) -> None:
-        """The window rows of a layout's tags still on the column path."""
-        if not rows.ts:
-            return
-        layout = rows.layout
-        names = layout.names
-        slow = rows.slow
-        w_ms = self.window_ms
-        end = start + w_ms
-        ts = rows.ts
-        n = len(ts)
-        held = list(map(operator.sub, ts[1:], ts))
-        held.append(end - ts[-1])
-        lead = ts[0] - start
-        first_ms, last_ms = ts[0], ts[-1]
-        columns: list[Sequence[Any]] = list(zip(*map(layout.unpack, rows.data), strict=True))
-        exact = not any(layout.transforms)  # raw integers
-        if not exact:
-            columns = list(map(layout.column, columns, range(len(names))))
-        result = columns_stats(columns, ts, held, lead, rows.carry, exact=exact)
-        if result is not None:
-            # Every statistic of every tag at once, kept as columns (agent.pipeline.column_rows), all C-level.
-            firsts = list(map(_first, columns))
-            lasts = list(map(_last, columns))
-            fields: list[Sequence[Any]] = [names, *result, firsts, lasts]
-            if slow:
-                fast = [i not in slow for i in range(len(names))]
-                fields = [list(compress(column, fast)) for column in fields]
-            tags, means, stds, twas, lows, low_ms, highs, high_ms, firsts, lasts = fields
-            k = len(tags)
-            n_k = Repeated(n, k)
-            zero_k = Repeated(0, k)
-            out.win_blocks.append(ColumnRows([  # in WIN_COLUMNS order
-                tags, Repeated(start, k), Repeated(w_ms, k), n_k, n_k, zero_k, lows, highs, means, lasts,
-                zero_k, n_k, twas, stds, firsts, Repeated(first_ms, k), Repeated(last_ms, k), low_ms, high_ms,
-            ]))
-            self._carry.update(zip(tags, zip(repeat(start), lasts, strict=False), strict=True))
-            return
-        # Some column is not finite (or overflows): tag by tag, those ones through WindowStats.
-        carry = self._carry
-        carried_in = rows.carry
-        replay: list[int] = []
-        for i, name in enumerate(names):
-            if i in slow:
-                continue
-            values = columns[i]
-            one = column_stats(values, ts, held, lead, carried_in[i])
-            if one is None:
-                replay.append(i)
-                continue
-            mean, std, twa, low, low_ms_i, high, high_ms_i = one
-            last = values[-1]
-            out.win.append([
-                name, start, w_ms, n, n, 0, low, high, mean, last, 0, n, twa, std, values[0], first_ms, last_ms,
-                low_ms_i, high_ms_i,
-            ])
-            carry[name] = (start, last)
-        if replay:
-            self._replay(rows, replay, start)
-            bucket = self._open[start]
-            for i in replay:
-                name = names[i]
-                self._close_window(name, start, bucket.pop(name), out.win)
+        if ts - ts % self.window_ms < self._closed_before or not self._blocks.keeps(block.layout):
+            return self._ingest(block.samples())
+        return self._blocks.add(block, self._raw)
 
     def tick(self) -> None:
         """Evaluate alarm deadlines due now (the runtime's timer path)."""
@@ -619,7 +362,8 @@ class Pipeline:
         return None if d is None else d / 1000.0
 
     def take_alarms(self) -> PipelineOutput:
-        """Alarm rows due or produced since the last call (the fast path; windows stay open)."""
+        """Alarm rows due or produced since the last call, without closing any window (the runtime stores
+        them at once)."""
         self.tick()
         rows = self.alarms.take()
         self.stats.alarm_events += len(rows)
@@ -638,10 +382,7 @@ class Pipeline:
         for start in sorted(self._open):
             if not final and start + w_ms > horizon:
                 break
-            blocks = self._blocks.pop(start, None)
-            if blocks is not None:
-                for block_rows in blocks.rows.values():
-                    self._close_rows(block_rows, start, out)
+            self._blocks.close(start, out.win_blocks, rows)
             bucket = self._open.pop(start)
             for tag, win in bucket.items():
                 self._close_window(tag, start, win, rows)
@@ -657,12 +398,12 @@ class Pipeline:
         """The window row of one accumulator; remembers the value it holds into the next window."""
         w_ms = self.window_ms
         n = win.n
-        out.append([
+        out.append(window_row(  # by position, once per tag and window: see window_row
             tag, start, w_ms, win.count, win.good, win.bad, win.min, win.max, win.mean if n else None,
             win.last, win.uncertain, n, win.twa(start + w_ms), win.std(), win.first,
             win.first_ms if win.first is not None else None, win.last_ms if win.last is not None else None,
             win.min_ms if n else None, win.max_ms if n else None,
-        ])
+        ))
         if win.out_of_order:
             self.stats.out_of_order += win.out_of_order
         if win.hold_ms is not None:

@@ -66,3 +66,17 @@ def test_forget_drops_samples_and_blocks_of_a_device() -> None:
 
     assert _values(tail) == {"e.a": 4.0}
     assert not tail._blocks
+
+
+def test_a_tag_follows_its_last_block_when_an_overlap_goes_through_a_dropped_layout() -> None:
+    """d.a moves from wide to first to second; first is dropped, yet wide and second still share d.a."""
+    tail = LastValues()
+    wide, first, second = _layout("d.a", "d.b"), _layout("d.a"), _layout("d.a")
+    tail.record(_block(wide, 0, 1, 2))
+    tail.record(_block(first, 0, 3))
+    tail.record(_block(second, 0, 4))
+    tail.record(_block(wide, 0, 5, 6))
+    tail.record([Sample("d.a", 755, None, Quality.BAD, "timeout")])
+    tail.record(_block(second, 755, 7))
+
+    assert _values(tail) == {"d.a": 7, "d.b": 6}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
-from agent.pipeline.pipeline import Pipeline
+from agent.pipeline.aggregates import window_row
+from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
 
 T0 = 1_700_000_000_000  # a multiple of 10 s
 
@@ -104,3 +107,11 @@ async def test_final_collect_flushes_open_windows(clock: FakeClock) -> None:
     rows = [row[:10] for row in p.collect(final=True).win]
 
     assert rows == [["d.a", T0, 10_000, 1, 1, 0, 4.0, 4.0, 4.0, 4.0]]
+
+
+def test_window_row_names_the_columns_in_table_order() -> None:
+    """The one function that lays out a window row takes its fields by the table's column names, in order."""
+    params = list(inspect.signature(window_row).parameters)
+
+    assert [name.removesuffix("_") for name in params] == WIN_COLUMNS
+    assert window_row(**{name: name for name in params}) == params
