@@ -410,4 +410,4 @@ def _stats_dict(obj: Any) -> dict[str, Any] | None:
     stats = getattr(obj, "stats", None)
     if stats is None:
         return None
-    return asdict(stats) if is_dataclass(stats) else dict(vars(stats))
+    return asdict(stats) if is_dataclass(stats) and not isinstance(stats, type) else dict(vars(stats))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,8 @@ async def run_agent(
     endpoint = _Endpoint(agent, monitor)
     background: set[asyncio.Task[None]] = set()
 
-    def spawn(coro: object, name: str) -> None:
-        task = loop.create_task(coro, name=name)  # type: ignore[arg-type]
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = loop.create_task(coro, name=name)
         background.add(task)
         task.add_done_callback(background.discard)
         task.add_done_callback(_log_crash)

@@ -344,9 +344,7 @@ class BlockWindows:
         result = columns_stats(columns, ts, held, lead, rows.carry, exact=exact)
         if result is not None:
             # Every statistic of every tag at once, kept as columns (agent.pipeline.column_rows), all C-level.
-            firsts = list(map(_first, columns))
-            lasts = list(map(_last, columns))
-            fields: list[Sequence[Any]] = [names, *result, firsts, lasts]
+            fields: list[Sequence[Any]] = [names, *result, list(map(_first, columns)), list(map(_last, columns))]
             if per_sample:
                 on_column = [i not in per_sample for i in range(len(names))]
                 fields = [list(compress(column, on_column)) for column in fields]

@@ -24,14 +24,14 @@ from typing import Any, overload
 class Repeated(Sequence[Any]):
     """A column holding one value ``count`` times, without a list of it."""
 
-    __slots__ = ("count", "value")
+    __slots__ = ("times", "value")
 
     def __init__(self, value: Any, count: int) -> None:
         self.value = value
-        self.count = count
+        self.times = count
 
     def __len__(self) -> int:
-        return self.count
+        return self.times
 
     @overload
     def __getitem__(self, i: int) -> Any: ...
@@ -39,15 +39,15 @@ class Repeated(Sequence[Any]):
     def __getitem__(self, i: slice) -> Repeated: ...
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
-            return Repeated(self.value, len(range(self.count)[i]))
-        range(self.count)[i]  # raises IndexError as a list would
+            return Repeated(self.value, len(range(self.times)[i]))
+        range(self.times)[i]  # raises IndexError as a list would
         return self.value
 
     def __iter__(self) -> Iterator[Any]:
-        return repeat(self.value, self.count)
+        return repeat(self.value, self.times)
 
     def __repr__(self) -> str:
-        return f"Repeated({self.value!r}, {self.count})"
+        return f"Repeated({self.value!r}, {self.times})"
 
 
 class ColumnRows(Sequence[list[Any]]):

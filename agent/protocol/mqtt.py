@@ -46,7 +46,7 @@ import contextlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent.core.errors import AgentError
@@ -201,7 +201,7 @@ async def create_client(
     import aiomqtt
 
     password, context = await asyncio.to_thread(_secrets, settings)
-    limits: dict[str, int] = {}
+    limits: dict[str, Any] = {}  # passed on as keyword arguments of aiomqtt.Client
     threshold = pending_calls_threshold
     if settings.max_inflight is not None:
         # Never more than max_inflight publishes outstanding, so paho never needs to queue; a bound turns a

@@ -66,7 +66,7 @@ class PushService(Protocol):
     @property
     def config_changed(self) -> asyncio.Event: ...
 
-    async def handle_push(self, payload: bytes) -> None: ...
+    async def handle_push(self, payload: bytes) -> object: ...
 
 
 class RemoteChannel:
@@ -187,7 +187,7 @@ class RemoteChannel:
                 if not message.topic.matches(self.config_topic):
                     continue
                 payload = message.payload
-                data = payload.encode() if isinstance(payload, str) else bytes(payload or b"")  # type: ignore[arg-type]
+                data = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
                 if self._inbox.full():
                     log.warning("config_push_dropped", error="too many pushes waiting; the sender will time out")
                     continue

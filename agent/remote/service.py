@@ -401,9 +401,9 @@ class ConfigService:
                 last = stats.last_error or "no reading yet"
                 failures.append(f"device {name!r}: no good reading within {window:g} s (last error: {last})")
         if uplink:
-            stats = getattr(self.agent.uplink, "stats", None)
-            if stats is None or not stats.connected:
-                last = getattr(stats, "last_error", None) or "not connected yet"
+            uplink_stats = getattr(self.agent.uplink, "stats", None)
+            if uplink_stats is None or not uplink_stats.connected:
+                last = getattr(uplink_stats, "last_error", None) or "not connected yet"
                 failures.append(f"uplink: not connected to the broker within {window:g} s (last error: {last})")
         return failures
 
