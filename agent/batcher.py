@@ -7,8 +7,9 @@ restarts and crashes. If an append fails (disk full, I/O error) the rows stay in
 on the next flush with the same sequence number; nothing is signed twice under different content because
 the head did not move.
 
-Rows are packed with the per-batch tag dictionary and millisecond offsets from ``t0`` described in
-:mod:`agent.protocol.wire`. A batch never holds more than ``max_rows`` rows; a flush with more rows makes several.
+Rows are packed in the column orders of :mod:`agent.protocol.tables`, with the per-batch tag dictionary and
+millisecond offsets from ``t0`` described in :mod:`agent.protocol.wire`. A batch never holds more than
+``max_rows`` rows; a flush with more rows makes several.
 
 Batches evicted from the buffer by its cap come back from ``pending_drops()`` and are declared in a signed
 ``gap`` batch appended in the same transaction that clears them, so the receiver can tell declared loss
@@ -19,7 +20,7 @@ the buffer with gap batches. Between declarations the buffer merges contiguous d
 
 from __future__ import annotations
 
-__all__ = ["GAP_COLUMNS", "Batcher", "BatcherStats"]
+__all__ = ["Batcher", "BatcherStats"]
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,17 +33,26 @@ import structlog
 from agent.core.clock import Clock, SystemClock
 from agent.core.errors import BufferStoreError
 from agent.pipeline.column_rows import ColumnRows
-from agent.pipeline.pipeline import ALARM_COLUMNS, RAW_COLUMNS, WIN_COLUMNS, PipelineOutput
+from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
+from agent.protocol.tables import (
+    ALARM_COLUMNS,
+    ALARM_TABLE,
+    GAP_COLUMNS,
+    GAP_TABLE,
+    RAW_COLUMNS,
+    RAW_TABLE,
+    WIN_COLUMNS,
+    WIN_TABLE,
+)
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue
 
 log = structlog.get_logger(__name__)
 
-GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]
-_COLUMNS = {"win": WIN_COLUMNS, "raw": RAW_COLUMNS, "alarm": ALARM_COLUMNS}
+_COLUMNS = {WIN_TABLE: WIN_COLUMNS, RAW_TABLE: RAW_COLUMNS, ALARM_TABLE: ALARM_COLUMNS}  # the row tables packed
 _MAX_PENDING_ROWS = 2_000_000  # rows kept in memory while the buffer refuses appends (~200 MB worst case)
 
 
@@ -97,12 +107,12 @@ class Batcher:
         data)."""
         if output.alarm:
             first_other = next((i for i, (k, _, _) in enumerate(self._pending) if k != "alarm"), len(self._pending))
-            self._pending.insert(first_other, ("alarm", "alarm", output.alarm))
+            self._pending.insert(first_other, ("alarm", ALARM_TABLE, output.alarm))
         if output.win:
-            self._pending.append((kind, "win", output.win))
-        self._pending.extend((kind, "win", rows) for rows in output.win_blocks if rows)
+            self._pending.append((kind, WIN_TABLE, output.win))
+        self._pending.extend((kind, WIN_TABLE, rows) for rows in output.win_blocks if rows)
         if output.raw:
-            self._pending.append((kind, "raw", output.raw))
+            self._pending.append((kind, RAW_TABLE, output.raw))
         await self.flush(final=final)
 
     async def flush(self, *, final: bool = False) -> None:
@@ -173,7 +183,7 @@ class Batcher:
         known = [d for d in drops if d.from_ms > 0] or drops
         t0 = min(d.from_ms for d in known)
         t1 = max(t0, *(d.to_ms for d in drops))
-        body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, rows)}, t0, self.compression)
+        body = wire.encode_body([], {GAP_TABLE: wire.Table(GAP_COLUMNS, rows)}, t0, self.compression)
         await self._store("gap", body, t0, t1, len(rows), declares=[d.id for d in drops])
         self.stats.gap_batches += 1
         log.warning("batcher_gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
@@ -183,7 +193,7 @@ class Batcher:
         runs = [(name, rows) for name, parts in tables.items() for rows in parts]
         # Columns of every table start with (tag, time); windows also carry their length third.
         t0 = min(min(_column(rows, 1)) for _, rows in runs)
-        t1 = max(max(map(add, _column(rows, 1), _column(rows, 2))) if name == "win" else max(_column(rows, 1))
+        t1 = max(max(map(add, _column(rows, 1), _column(rows, 2))) if name == WIN_TABLE else max(_column(rows, 1))
                  for name, rows in runs)
         # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
         tags = list(dict.fromkeys(chain.from_iterable(_column(rows, 0) for _, rows in runs)))

@@ -68,12 +68,11 @@ from agent.protocol.mqtt import (
     parse_broker_url,
 )
 from agent.protocol.signing import TrustStore
+from agent.protocol.tables import GAP_TABLE, ROW_TIME_COLUMNS
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_GATEWAY = "unknown"
-GAP_TABLE = "gap"
-_TIMESTAMP_COLUMNS = ("ts", "start", "from_ms")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -339,7 +338,7 @@ class ReceiverStore:
         for name, table in body.tables.items():
             cols = table.cols
             tag_i = cols.index("tag") if "tag" in cols else -1
-            ts_i = next((cols.index(c) for c in _TIMESTAMP_COLUMNS if c in cols), -1)
+            ts_i = next((cols.index(c) for c in ROW_TIME_COLUMNS if c in cols), -1)
             for r in table.rows:
                 tag = r[tag_i] if 0 <= tag_i < len(r) else None
                 ts = r[ts_i] if 0 <= ts_i < len(r) and isinstance(r[ts_i], int) else batch.t0

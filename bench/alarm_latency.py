@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.core.sample import Sample
 from agent.demo.localbroker import Mosquitto, free_port
-from agent.pipeline.pipeline import WIN_COLUMNS
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner, generate_key
+from agent.protocol.tables import WIN_COLUMNS
 from agent.runtime import Agent
 from config.loader import parse_config
 

@@ -69,9 +69,10 @@ def window_row(  # noqa: PLR0917 (the hot caller passes by position: see below)
     last: Any, uncertain: Any, n: Any, twa: Any, std: Any, first: Any, first_ms: Any, last_ms: Any,
     min_ms: Any, max_ms: Any,
 ) -> list[Any]:
-    """The fields of a ``win`` row in the table's column order (docs/protocol.md), the one place that order
-    is written down: each argument is one row's value, or, for rows kept as columns
-    (:class:`agent.pipeline.column_rows.ColumnRows`), the column of every row's values.
+    """The fields of a ``win`` row in the table's column order (``agent.protocol.tables.WIN_COLUMNS``, which
+    the tests check these parameters against), the one place a row is laid out: each argument is one row's
+    value, or, for rows kept as columns (:class:`agent.pipeline.column_rows.ColumnRows`), the column of every
+    row's values.
 
     Callers name each field (``min_``/``max_`` are the columns ``min``/``max``), except where a row is made per
     tag and window on the per-sample path: there a call by keyword would cost about ten times one by position

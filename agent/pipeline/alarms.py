@@ -34,7 +34,7 @@ and reschedules, so the hot path never touches the heap for it.
 
 from __future__ import annotations
 
-__all__ = ["ALARM_COLUMNS", "ALARM_KINDS", "AlarmEngine", "TagAlarms"]
+__all__ = ["ALARM_KINDS", "AlarmEngine", "TagAlarms"]
 
 import heapq
 import itertools
@@ -48,7 +48,6 @@ from agent.core.clock import Clock, SystemClock
 
 log = structlog.get_logger(__name__)
 
-ALARM_COLUMNS = ["tag", "ts", "alarm", "state", "value", "limit", "detected_ms"]
 ALARM_KINDS = ("high_high", "high", "low", "low_low", "rate", "stuck", "bad_quality")
 _LOGGED_EVENTS = 5  # events named in the log line; the rest are counted (all of them are in the batch)
 RAISED = "raised"

@@ -32,7 +32,7 @@ window rows as lists in ``PipelineOutput.win``.
 
 from __future__ import annotations
 
-__all__ = ["ALARM_COLUMNS", "RAW_COLUMNS", "WIN_COLUMNS", "Pipeline", "PipelineOutput", "PipelineStats"]
+__all__ = ["Pipeline", "PipelineOutput", "PipelineStats"]
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.clock import Clock, SystemClock
 from agent.core.sample import Poll, Quality, Sample, SampleBlock
 from agent.pipeline.aggregates import WindowStats, window_row
-from agent.pipeline.alarms import ALARM_COLUMNS, AlarmEngine, TagAlarms
+from agent.pipeline.alarms import AlarmEngine, TagAlarms
 from agent.pipeline.block_windows import BlockWindows
 from agent.pipeline.calculated import Calculation
 from agent.pipeline.column_rows import ColumnRows
@@ -50,12 +50,6 @@ from agent.pipeline.deadband import Deadband
 if TYPE_CHECKING:
     from config.schema import AgentConfig
 
-# The first ten columns are the original ones, unchanged in name and meaning; the rest were appended.
-WIN_COLUMNS = [
-    "tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last",
-    "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms",
-]
-RAW_COLUMNS = ["tag", "ts", "value", "quality", "reason"]
 _NOTHING: Any = object()  # no reading of the tag in the previous window: no value held in
 
 

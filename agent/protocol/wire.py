@@ -26,8 +26,8 @@ a batch altered anywhere breaks its own signature; a batch removed leaves a sequ
 The **body** (after decompression) is a msgpack map ``{"tags": [str...], "tables": {name: table}}`` where
 each table is ``{"cols": [str...], "rows": [[...]...]}``. A ``tag`` column holds an index into ``tags``
 (the per-batch tag dictionary); columns named ``ts`` or ``start`` hold millisecond offsets from ``t0``.
-Tables defined so far: ``win`` (window aggregates), ``raw`` (samples sent as read), ``alarm`` and ``gap``.
-Receivers must ignore tables and columns they do not know.
+The tables and their columns (``win``, ``raw``, ``alarm``, ``gap``) are defined in
+:mod:`agent.protocol.tables`. Receivers must ignore tables and columns they do not know.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ import zstandard
 
 from agent.core.errors import SignatureError, WireFormatError
 from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.tables import OFFSET_COLUMNS, TAG_COLUMN
 
 _first = operator.itemgetter(0)
 
 FORMAT_VERSION = 1
 GENESIS_HASH = bytes(32)
-OFFSET_COLUMNS = frozenset({"ts", "start"})
 _MAX_BODY = 64 * 1024 * 1024  # refuse decompression bombs
 
 _zstd_c = zstandard.ZstdCompressor(level=3)
@@ -180,7 +180,7 @@ def decode_body(batch: Batch) -> Body:
         tables: dict[str, Table] = {}
         for name, t in doc["tables"].items():
             cols = list(t["cols"])
-            tag_i = cols.index("tag") if "tag" in cols else -1
+            tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
             off_i = [i for i, c in enumerate(cols) if c in OFFSET_COLUMNS]
             rows = []
             for row in t["rows"]:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
-from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
+from agent.pipeline.pipeline import Pipeline
+from agent.protocol.tables import WIN_COLUMNS
 
 T0 = 1_700_000_000_000
 W = 10_000

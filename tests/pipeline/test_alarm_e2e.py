@@ -21,8 +21,8 @@ import pytest
 
 from agent.demo.localbroker import free_port
 from agent.demo.simulator import SimulatedPlc
-from agent.pipeline.pipeline import WIN_COLUMNS
 from agent.protocol import wire
+from agent.protocol.tables import WIN_COLUMNS
 from tests.e2e.harness import Gateway, LoopThread, agent_process, modbus_device, receiver_process, wait_until
 from tests.peers.mosquitto import Mosquitto
 from tests.pipeline.latency_proxy import LatencyProxy

@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
-from agent.pipeline.alarms import ALARM_COLUMNS, TagAlarms
+from agent.pipeline.alarms import TagAlarms
 from agent.pipeline.pipeline import Pipeline
+from agent.protocol.tables import ALARM_COLUMNS
 
 T0 = 1_700_000_000_000
 TAG = "gas1.ch4"

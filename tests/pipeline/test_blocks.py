@@ -22,7 +22,8 @@ from agent.pipeline.alarms import TagAlarms
 from agent.pipeline.calculated import Calculation
 from agent.pipeline.deadband import Deadband
 from agent.pipeline.last_values import LastValues
-from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
+from agent.pipeline.pipeline import Pipeline
+from agent.protocol.tables import WIN_COLUMNS
 
 T0 = 1_700_000_000_000
 TAGS = [f"d.t{i}" for i in range(6)]

@@ -7,7 +7,8 @@ import pytest
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
 from agent.pipeline.calculated import Calculation
-from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
+from agent.pipeline.pipeline import Pipeline
+from agent.protocol.tables import WIN_COLUMNS
 
 T0 = 1_700_000_000_000
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from agent.batcher import GAP_COLUMNS
 from agent.core.sample import Quality
-from agent.pipeline.pipeline import RAW_COLUMNS, WIN_COLUMNS
-from agent.protocol import wire
+from agent.protocol import tables, wire
 from agent.protocol.signing import TrustStore, parse_public_key
 from tests.receiver.protocol_example import DOC, documented_block, example_batch, example_signer, render
 
@@ -48,14 +46,18 @@ def test_documented_header_fields_are_the_signed_keys() -> None:
     assert _table_first_column("header-fields") == keys
 
 
-@pytest.mark.parametrize(("marker", "columns"), [
-    ("win-columns", WIN_COLUMNS),
-    ("raw-columns", RAW_COLUMNS),
-    ("gap-columns", GAP_COLUMNS),
-])
-def test_documented_columns_are_the_codes(marker: str, columns: list[str]) -> None:
-    """Each documented table lists the columns the gateway code writes, in its order."""
-    assert _table_first_column(marker) == list(columns)
+@pytest.mark.parametrize("table", list(tables.TABLES))
+def test_documented_columns_are_the_codes(table: str) -> None:
+    """Each documented table lists the columns of agent.protocol.tables, which the gateway writes, in order."""
+    assert _table_first_column(f"{table}-columns") == tables.TABLES[table]
+
+
+def test_every_documented_table_is_defined() -> None:
+    """Every column table marked in the document is a table of agent.protocol.tables."""
+    marked = {line.split("<!-- ", 1)[1].split("-columns", 1)[0] for line in DOC.read_text().splitlines()
+              if line.startswith("<!-- ") and "-columns" in line}
+
+    assert marked == set(tables.TABLES)
 
 
 def test_documented_quality_codes_match() -> None:

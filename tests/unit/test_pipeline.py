@@ -9,7 +9,8 @@ import pytest
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
 from agent.pipeline.aggregates import window_row
-from agent.pipeline.pipeline import WIN_COLUMNS, Pipeline
+from agent.pipeline.pipeline import Pipeline
+from agent.protocol.tables import WIN_COLUMNS
 
 T0 = 1_700_000_000_000  # a multiple of 10 s
 
