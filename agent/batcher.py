@@ -212,7 +212,7 @@ class Batcher:
 
     async def _store(self, kind: str, body: bytes, t0: int, t1: int, records: int,
                      *, declares: Sequence[int] = ()) -> None:
-        from buffer import QueuedBatch  # the buffer package imports nothing of ours but wire
+        from buffer import QueuedBatch  # the buffer package imports nothing of ours but agent.core
 
         seq = self._seq + 1
         created = int(self.clock.time() * 1000)

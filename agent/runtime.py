@@ -41,6 +41,7 @@ from agent.core.errors import AgentError, ConfigError, ConfigProblem
 from agent.core.sample import SampleSink
 from agent.pipeline.last_values import LastValues
 from agent.pipeline.pipeline import Pipeline, raw_tag_names
+from agent.protocol import wire
 from agent.protocol.signing import BatchSigner, load_signer
 from config.schema import AgentConfig, MqttConfig
 from drivers import Driver, create_driver
@@ -82,10 +83,14 @@ class DriverFactory(Protocol):
 
 
 def disk_queue(path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) -> Any:
-    """The real buffer. Imported on first use so configuration tooling never loads the SQLite code."""
+    """The real buffer. Imported on first use so configuration tooling never loads the SQLite code.
+
+    The buffer does not know the wire format: it is given :func:`agent.protocol.wire.frame_tags` to name the
+    tags of the batches it evicts."""
     from buffer import AsyncDiskQueue
 
-    return AsyncDiskQueue(path, max_bytes=max_bytes, sync=sync, min_free_bytes=min_free_bytes)
+    return AsyncDiskQueue(path, max_bytes=max_bytes, frame_tags=wire.frame_tags, sync=sync,
+                          min_free_bytes=min_free_bytes)
 
 
 def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock) -> Any:

@@ -74,7 +74,7 @@ def prefill(root: Path, signer: BatchSigner, batches: int) -> None:
     from buffer import DiskQueue, QueuedBatch
 
     (root / "state").mkdir(parents=True, exist_ok=True)
-    queue = DiskQueue(root / "state" / "buffer.sqlite", max_bytes=1 << 30, sync="normal")
+    queue = DiskQueue(root / "state" / "buffer.sqlite", max_bytes=1 << 30, frame_tags=wire.frame_tags, sync="normal")
     queue.open()
     try:
         seq, prev = queue.chain_head()

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import structlog
 from buffer_frames import batches
 
+from agent.protocol import wire
 from buffer import DiskQueue, QueuedBatch
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
@@ -27,7 +28,8 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
 def _append_time(frames: list[tuple[QueuedBatch, int]], sync: str, *, head_file: bool) -> float:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as d:
-        q = DiskQueue(Path(d) / "buffer.sqlite", max_bytes=1 << 40, sync=sync, min_free_bytes=0)
+        q = DiskQueue(Path(d) / "buffer.sqlite", max_bytes=1 << 40, frame_tags=wire.frame_tags, sync=sync,
+                      min_free_bytes=0)
         q.open()
         if not head_file:
             q._write_head_file = lambda **_: None  # type: ignore[method-assign]  # the state file's cost
@@ -63,7 +65,8 @@ def _append_rates(frames: list[tuple[QueuedBatch, int]], rounds: int = 3) -> lis
 
 def _consume_ack_rate(frames: list[tuple[QueuedBatch, int]], window: int) -> str:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as d:
-        q = DiskQueue(Path(d) / "buffer.sqlite", max_bytes=1 << 40, sync="full", min_free_bytes=0)
+        q = DiskQueue(Path(d) / "buffer.sqlite", max_bytes=1 << 40, frame_tags=wire.frame_tags, sync="full",
+                      min_free_bytes=0)
         q.open()
         for b, _ in frames:
             q.append(b)
@@ -82,8 +85,9 @@ import resource, sys
 from pathlib import Path
 import structlog
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+from agent.protocol import wire
 from buffer import DiskQueue
-q = DiskQueue(Path(sys.argv[1]), max_bytes=1 << 40, sync="full", min_free_bytes=0)
+q = DiskQueue(Path(sys.argv[1]), max_bytes=1 << 40, frame_tags=wire.frame_tags, sync="full", min_free_bytes=0)
 q.open()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 n = 0
@@ -97,7 +101,7 @@ def _drain_rss(frame: QueuedBatch, n: int) -> tuple[int, int, int, float]:
     """Peak RSS of a fresh process that opens a backlog of ``n`` batches and drains it 20 at a time."""
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as d:
         path = Path(d) / "buffer.sqlite"
-        q = DiskQueue(path, max_bytes=1 << 40, sync="normal", min_free_bytes=0)
+        q = DiskQueue(path, max_bytes=1 << 40, frame_tags=wire.frame_tags, sync="normal", min_free_bytes=0)
         q.open()
         h = frame.hash
         for seq in range(1, n + 1):  # same bytes, new seq: the queue does not parse frames on this path

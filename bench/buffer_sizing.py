@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from buffer_frames import Plant, batches
 
+from agent.protocol import wire
 from buffer import ROW_OVERHEAD, DiskQueue
 
 DAY_S = 86400
@@ -28,7 +29,7 @@ DAY_S = 86400
 def _on_disk(n_windows: int) -> tuple[int, int, int, int, int]:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "buffer.sqlite"
-        q = DiskQueue(path, max_bytes=1 << 40, sync="normal", min_free_bytes=0)
+        q = DiskQueue(path, max_bytes=1 << 40, frame_tags=wire.frame_tags, sync="normal", min_free_bytes=0)
         q.open()
         frames = records = samples = 0
         for b, s in batches(n_windows):

@@ -59,7 +59,7 @@ def _frame(signer: BatchSigner, seq: int, prev: bytes, points: int, now_ms: int)
 def build_backlog(path: str, points: int, per_batch: int) -> None:
     """Child process: a buffer holding ``points`` points in batches of ``per_batch``."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    q = DiskQueue(Path(path), max_bytes=64 << 30, sync="normal", min_free_bytes=0)
+    q = DiskQueue(Path(path), max_bytes=64 << 30, frame_tags=wire.frame_tags, sync="normal", min_free_bytes=0)
     q.open()
     signer = _signer()
     seq, prev = q.chain_head()
@@ -114,7 +114,7 @@ def drain(path: str, port: int, backlog: int, per_batch: int, live_interval: flo
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
     async def main() -> dict[str, float]:
-        q = AsyncDiskQueue(Path(path), max_bytes=64 << 30, sync="normal", min_free_bytes=0)
+        q = AsyncDiskQueue(Path(path), max_bytes=64 << 30, frame_tags=wire.frame_tags, sync="normal", min_free_bytes=0)
         await q.open()
         signer = _signer()
         config = MqttConfig(host="127.0.0.1", port=port, backlog_share=share)

@@ -25,6 +25,28 @@ I5. A DropRecord stays pending until a gap batch that declares it is appended (`
 I6. Open never refuses to start: an unreadable store is quarantined (renamed, never deleted) and a new one is
     created; corrupted rows are set aside; every loss becomes a DropRecord.
 
+The frame-tags function
+-----------------------
+The store does not know the wire format: a frame is opaque bytes plus the header fields the caller copied
+into ``QueuedBatch``. The one thing it needs from inside a frame is the tag names of a batch it evicts, so a
+DropRecord (and the gap batch that declares it) can say whose readings were lost. Whoever opens the queue
+passes ``frame_tags: Callable[[bytes], Iterable[str]]`` (``FrameTags``) to ``DiskQueue`` /
+``AsyncDiskQueue``; the agent passes ``agent.protocol.wire.frame_tags``. Its contract:
+
+* it is called with a frame exactly as appended, in the queue's thread, inside the eviction's transaction;
+* it is pure: no I/O, no state, the same names for the same bytes, and it keeps nothing of the frame;
+* it returns the full tag names the frame's rows carry (in any order, duplicates allowed);
+* for a frame it cannot decode it raises ``agent.core.errors.WireFormatError``; the buffer then records the
+  eviction without tag names (the batch, its records and its bytes are still counted). Any other exception
+  is a bug: the append that was evicting is rolled back (nothing of it is stored, the head does not move)
+  and the exception propagates unchanged.
+
+Why: the store's job is to keep bytes durably and account for every loss, not to read them; with the body
+format outside it, the format can change without touching the store, and the store holds any frames its
+caller can describe (a lint-imports contract keeps ``buffer`` from importing ``agent.protocol``). Rejected:
+importing the protocol's decoder here: the store would depend on the protocol package and change whenever
+the body format does.
+
 On disk
 -------
 Files next to each other (``<path>`` defaults to ``<state_dir>/buffer.sqlite``)::
@@ -82,7 +104,7 @@ Eviction. effective cap = min(max_bytes, stored bytes + free pages in the file +
 disk term binds, else ``"cap"``. The WAL reserve matters: on a full disk a WAL that cannot grow makes even
 deletes fail, so acks and evictions would stop too. With the disk below the watermark the new batch itself
 may be evicted; the head still advances and the loss is declared. Rows are taken oldest first from
-``data``, then ``gap``, then ``alarm``, 32 at a time (their frames are decoded with ``agent.protocol.wire`` only to
+``data``, then ``gap``, then ``alarm``, 32 at a time (their frames are passed to ``frame_tags``, below, only to
 collect tag names, then released), and deleted. The evicted seqs are grouped into runs of consecutive seqs;
 each run becomes a DropRecord (seq range, batches, records, min t0 .. max t1, bytes, reason, sorted tag
 union). A run that directly continues the newest pending record of the same reason extends it -- unless that
@@ -156,9 +178,10 @@ __all__ = [
     "BufferStats",
     "DiskQueue",
     "DropRecord",
+    "FrameTags",
     "QueuedBatch",
 ]
 
 from buffer._async_queue import AsyncDiskQueue
 from buffer._disk_queue import ROW_OVERHEAD, DiskQueue
-from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, QueuedBatch
+from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, FrameTags, QueuedBatch

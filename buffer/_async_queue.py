@@ -20,7 +20,7 @@ from typing import Self, TypeVar
 
 from agent.core import cancellation
 from buffer._disk_queue import DiskQueue
-from buffer._model import BufferStats, DropRecord, QueuedBatch
+from buffer._model import BufferStats, DropRecord, FrameTags, QueuedBatch
 
 T = TypeVar("T")
 
@@ -32,10 +32,11 @@ class AsyncDiskQueue:
     may still have committed. After cancellation, ask :meth:`chain_head` before appending again.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int, sync: str = "full", min_free_bytes: int = 64 << 20,
-                 free_disk: Callable[[Path], int] | None = None, compact_pages: int = 256) -> None:
-        self.queue = DiskQueue(path, max_bytes=max_bytes, sync=sync, min_free_bytes=min_free_bytes,
-                               free_disk=free_disk)
+    def __init__(self, path: Path, *, max_bytes: int, frame_tags: FrameTags, sync: str = "full",
+                 min_free_bytes: int = 64 << 20, free_disk: Callable[[Path], int] | None = None,
+                 compact_pages: int = 256) -> None:
+        self.queue = DiskQueue(path, max_bytes=max_bytes, frame_tags=frame_tags, sync=sync,
+                               min_free_bytes=min_free_bytes, free_disk=free_disk)
         self._compact_pages = compact_pages
         self._executor: ThreadPoolExecutor | None = None
         self._appended = asyncio.Event()

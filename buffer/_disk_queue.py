@@ -17,11 +17,9 @@ from pathlib import Path
 
 import structlog
 
-from agent.core.errors import BufferCorruption, BufferStoreError
-from agent.protocol import wire
-from buffer._frame_tags import frame_tags
+from agent.core.errors import BufferCorruption, BufferStoreError, WireFormatError
 from buffer._head_file import RESERVE, HeadState, current_boot_id, read_head_file, write_head_file
-from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, QueuedBatch
+from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, FrameTags, QueuedBatch
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +36,8 @@ _WAL_AUTOCHECKPOINT_PAGES = 256
 _WAL_SIZE_LIMIT = 1 << 20
 WAL_RESERVE = 4 << 20
 _EVICT_CHUNK = 32  # rows read per eviction step: bounds memory, since their frames are decoded for tag names
+# The chain head of a store that never held a batch: 32 zero bytes, the hash the first batch links to.
+_NO_HASH = bytes(32)
 _COUNTERS = ("appended", "acked", "dropped_batches", "dropped_records", "set_aside", "quarantined",
              "head_file_errors")
 
@@ -122,6 +122,7 @@ class DiskQueue:
         path: Path,
         *,
         max_bytes: int,
+        frame_tags: FrameTags,
         sync: str = "full",
         min_free_bytes: int = 64 << 20,
         free_disk: Callable[[Path], int] | None = None,
@@ -138,8 +139,9 @@ class DiskQueue:
         self.min_free_bytes = min_free_bytes
         self.sync = sync
         self._free_disk = free_disk or _free_disk_bytes
+        self._frame_tags = frame_tags
         self._conn: sqlite3.Connection | None = None
-        self._head: tuple[int, bytes] = (0, wire.GENESIS_HASH)
+        self._head: tuple[int, bytes] = (0, _NO_HASH)
         self._bytes_by_kind: dict[str, int] = dict.fromkeys(KINDS, 0)
         self._count_by_kind: dict[str, int] = dict.fromkeys(KINDS, 0)
         self._counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
@@ -260,7 +262,7 @@ class DiskQueue:
             conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)",
-                             [("format", 1), ("head_seq", 0), ("head_hash", wire.GENESIS_HASH),
+                             [("format", 1), ("head_seq", 0), ("head_hash", _NO_HASH),
                               *((f"n:{c}", 0) for c in _COUNTERS)])
             conn.execute("COMMIT")
             self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -471,7 +473,7 @@ class DiskQueue:
     # ------------------------------------------------------------------ chain head
 
     def chain_head(self) -> tuple[int, bytes]:
-        """The last sequence number and batch hash ever appended; ``(0, GENESIS_HASH)`` for a new store."""
+        """The last sequence number and batch hash ever appended; ``(0, 32 zero bytes)`` for a new store."""
         self._db()
         return self._head
 
@@ -593,13 +595,20 @@ class DiskQueue:
                 conn.executemany("DELETE FROM batches WHERE seq = ?", [(r.seq,) for r in taken])
                 # Keep only the metadata; decode tags now so frames do not pile up in memory.
                 for row in taken:
-                    row.tags = frozenset(frame_tags(row.frame) or ())
+                    row.tags = self._tags_of(row.frame)
                     row.frame = b""
                 evicted.extend(taken)
                 after = rows[-1].seq
         evicted.sort(key=lambda r: r.seq)
         self._record_drops(conn, evicted, reason)
         return evicted
+
+    def _tags_of(self, frame: bytes) -> frozenset[str]:
+        """The tag names of an evicted frame; none for a frame that does not decode (its loss is still counted)."""
+        try:
+            return frozenset(self._frame_tags(frame))
+        except WireFormatError:
+            return frozenset()
 
     def _record_drops(self, conn: sqlite3.Connection, rows: list[_Row], reason: str) -> None:
         """Turn removed rows into drop records, one per run of consecutive seqs.

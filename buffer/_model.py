@@ -1,17 +1,40 @@
-"""The values that cross the buffer's boundary: a queued batch, a drop record, and the statistics."""
+"""The values that cross the buffer's boundary: a queued batch, a drop record, the statistics, and the type of
+the function that names a frame's tags."""
 
 from __future__ import annotations
 
-__all__ = ["EVICTION_ORDER", "KINDS", "BufferStats", "DropRecord", "QueuedBatch"]
+__all__ = ["EVICTION_ORDER", "KINDS", "BufferStats", "DropRecord", "FrameTags", "QueuedBatch", "SignedBatch"]
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-from agent.protocol import wire
+from typing import Protocol
 
 KINDS = ("data", "alarm", "gap")
 # Lowest priority first: when space runs out, old window/raw data goes before the declarations of earlier
 # losses, and those before alarms, which a regulator reads first.
 EVICTION_ORDER = ("data", "gap", "alarm")
+
+FrameTags = Callable[[bytes], Iterable[str]]
+"""frame_tags(frame) -> the full tag names whose rows ``frame`` carries (contract in ``buffer/__init__.py``)."""
+
+
+class SignedBatch(Protocol):
+    """The header fields of a frame just made, as :class:`agent.protocol.wire.Batch` has them."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def created(self) -> int: ...
+    @property
+    def t0(self) -> int: ...
+    @property
+    def t1(self) -> int: ...
+    @property
+    def hash(self) -> bytes: ...
+    @property
+    def frame(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +51,7 @@ class QueuedBatch:
     frame: bytes
 
     @classmethod
-    def from_wire(cls, batch: wire.Batch, records: int) -> QueuedBatch:
+    def from_wire(cls, batch: SignedBatch, records: int) -> QueuedBatch:
         """The queued form of a frame just made by :func:`agent.protocol.wire.encode_frame`."""
         return cls(batch.seq, batch.kind, batch.created, batch.t0, batch.t1, records, batch.hash, batch.frame)
 

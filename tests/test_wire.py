@@ -31,6 +31,28 @@ def test_round_trip_resolves_tags_and_offsets(signer: BatchSigner) -> None:
     assert wire.decode_body(batch).tables["win"].rows == [["plc1.ch4", 1250, 0.42]]
 
 
+def test_frame_tags_names_tag_columns_and_gap_tag_lists(signer: BatchSigner) -> None:
+    """frame_tags resolves every ``tag`` column and collects the names of every ``tags`` column."""
+    body = wire.encode_body(["plc1.ch4", "plc1.co"], {
+        "raw": wire.Table(["tag", "ts", "value"], [[0, 0, 1.0], [1, 5, 2.0], [0, 9, 3.0]]),
+        "gap": wire.Table(["first_seq", "last_seq", "tags"], [[1, 2, ["plc2.o2", "plc1.co"]]]),
+    }, 1000)
+    frame = wire.encode_frame(signer, gw="gw-01", seq=3, prev=wire.GENESIS_HASH, created=2000, t0=1000,
+                              t1=2000, kind="data", enc="zstd", body=body).frame
+
+    assert wire.frame_tags(frame) == {"plc1.ch4", "plc1.co", "plc2.o2"}
+    assert wire.frame_tags(_frame(signer).frame) == {"plc1.ch4"}
+
+
+def test_frame_tags_raises_for_a_frame_that_does_not_decode(signer: BatchSigner) -> None:
+    """A frame or body that does not decode is a WireFormatError, the one error the buffer expects."""
+    with pytest.raises(WireFormatError):
+        wire.frame_tags(b"not a frame")
+    with pytest.raises(WireFormatError):
+        wire.frame_tags(wire.encode_frame(signer, gw="gw-01", seq=1, prev=wire.GENESIS_HASH, created=1, t0=1,
+                                          t1=1, kind="data", enc="none", body=b"\xc1").frame)
+
+
 def test_every_flipped_byte_is_detected(signer: BatchSigner) -> None:
     """No single-byte alteration of a frame passes verification."""
     trust = TrustStore()

@@ -42,6 +42,7 @@ __all__ = [
     "encode_body",
     "encode_body_rows",
     "encode_frame",
+    "frame_tags",
     "open_frame",
     "verify_frame",
 ]
@@ -60,7 +61,7 @@ import zstandard
 
 from agent.core.errors import SignatureError, WireFormatError
 from agent.protocol.signing import BatchSigner, TrustStore
-from agent.protocol.tables import OFFSET_COLUMNS, TAG_COLUMN
+from agent.protocol.tables import OFFSET_COLUMNS, TAG_COLUMN, TAG_NAMES_COLUMN
 
 _first = operator.itemgetter(0)
 
@@ -196,6 +197,29 @@ def decode_body(batch: Batch) -> Body:
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, msgpack.UnpackException) as exc:
         raise WireFormatError(f"malformed body in batch seq {batch.seq}: {exc!r}") from exc
     return Body(tables)
+
+
+def frame_tags(frame: bytes) -> frozenset[str]:
+    """The full tag names ``frame``'s body carries: those of every ``tag`` column and the names listed in
+    every ``tags`` column (a ``gap`` table's). The signature is not checked.
+
+    This is what the buffer is given to name the tags of the batches it evicts (``buffer/__init__.py``). Pure;
+    raises :class:`WireFormatError` if the frame or its body does not decode.
+    """
+    body = decode_body(open_frame(frame))
+    names: set[str] = set()
+    for table in body.tables.values():
+        for col_name in (TAG_COLUMN, TAG_NAMES_COLUMN):
+            if col_name not in table.cols:
+                continue
+            i = table.cols.index(col_name)
+            for row in table.rows:
+                value = row[i]
+                if isinstance(value, str):
+                    names.add(value)
+                elif isinstance(value, list):
+                    names.update(v for v in value if isinstance(v, str))
+    return frozenset(names)
 
 
 def encode_frame(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
+from agent.protocol import wire
 from buffer import DiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -32,7 +33,7 @@ def main() -> None:
 
 
 def append_forever(path: Path, max_bytes: int, ack_every: int, out: Reporter) -> None:
-    q = DiskQueue(path, max_bytes=max_bytes, sync="full", min_free_bytes=0)
+    q = DiskQueue(path, max_bytes=max_bytes, frame_tags=wire.frame_tags, sync="full", min_free_bytes=0)
     q.open()
     seq, prev = q.chain_head()
     chain = ChainMaker(seq, prev)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+from agent.protocol import wire
 from buffer import AsyncDiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -19,7 +20,7 @@ async def test_calls_run_on_one_worker_thread_not_the_loop(tmp_path: Path) -> No
         seen.add(threading.current_thread().name)
         return 1 << 40
 
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, free_disk=spy) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags, free_disk=spy) as q:
         chain = ChainMaker()
         for _ in range(5):
             await q.append(chain.next())
@@ -30,7 +31,7 @@ async def test_calls_run_on_one_worker_thread_not_the_loop(tmp_path: Path) -> No
 
 async def test_append_peek_ack_round_trip(tmp_path: Path) -> None:
     """The coroutine methods behave like the synchronous ones."""
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags) as q:
         chain = ChainMaker()
         batches = [chain.next() for _ in range(3)]
         for b in batches:
@@ -45,7 +46,7 @@ async def test_append_peek_ack_round_trip(tmp_path: Path) -> None:
 
 async def test_wait_for_data_wakes_on_append(tmp_path: Path) -> None:
     """A waiter returns True as soon as a batch is appended, well before its timeout."""
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags) as q:
         waiter = asyncio.create_task(q.wait_for_data(600))
         await asyncio.sleep(0)
         await q.append(ChainMaker().next())
@@ -55,7 +56,7 @@ async def test_wait_for_data_wakes_on_append(tmp_path: Path) -> None:
 
 async def test_wait_for_data_sees_an_append_made_before_the_wait(tmp_path: Path) -> None:
     """An append between the uplink's empty peek and its wait is not missed."""
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags) as q:
         await q.append(ChainMaker().next())
 
         assert await q.wait_for_data(600) is True
@@ -63,7 +64,7 @@ async def test_wait_for_data_sees_an_append_made_before_the_wait(tmp_path: Path)
 
 async def test_wait_for_data_times_out_when_idle(tmp_path: Path) -> None:
     """With nothing appended, wait_for_data returns False after its timeout."""
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags) as q:
         assert await q.wait_for_data(0.05) is False
 
 
@@ -77,7 +78,8 @@ async def test_a_blocked_worker_does_not_block_the_event_loop(tmp_path: Path) ->
         opened_in_time.append(gate.wait(60))
         return 1 << 40
 
-    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, free_disk=slow_free_disk) as q:
+    async with AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags,
+                              free_disk=slow_free_disk) as q:
         pending = asyncio.create_task(q.append(ChainMaker().next()))
         await asyncio.sleep(0.01)
         gate.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.protocol import wire
 from buffer import AsyncDiskQueue, DiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -13,7 +14,8 @@ def _file_bytes(path: Path) -> int:
 
 
 def _drained(path: Path) -> DiskQueue:
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, sync="normal")  # durability is not under test
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0,
+                  sync="normal")  # durability is not under test
     q.open()
     chain = ChainMaker()
     for _ in range(400):
@@ -47,7 +49,8 @@ async def test_idle_wait_runs_one_compaction_step(tmp_path: Path) -> None:
     # close() checkpoints, but free pages stay in the file until an incremental vacuum.
     before = _file_bytes(path)
     assert before > 2_000_000
-    async with AsyncDiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, compact_pages=50) as q:
+    async with AsyncDiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0,
+                              compact_pages=50) as q:
         assert await q.wait_for_data(0.01) is False
         after = _file_bytes(path)
 

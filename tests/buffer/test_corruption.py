@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.errors import BufferStoreError
+from agent.protocol import wire
 from buffer import DiskQueue, QueuedBatch
 from buffer._head_file import RESERVE, HeadState, read_head_file, write_head_file
 from tests.buffer.frames import ChainMaker
@@ -21,7 +22,7 @@ N = 40
 
 
 def _open(path: Path) -> DiskQueue:
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0)
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0)
     q.open()
     return q
 
@@ -226,7 +227,7 @@ def test_store_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
     """A state directory that is a file gives an error naming the path, not a traceback from sqlite."""
     blocker = tmp_path / "state"
     blocker.write_text("")
-    q = DiskQueue(blocker / "b.sqlite", max_bytes=1 << 20)
+    q = DiskQueue(blocker / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags)
 
     with pytest.raises(BufferStoreError, match="cannot create the buffer's directory") as info:
         q.open()
@@ -271,7 +272,7 @@ def test_sync_normal_after_a_reboot_declares_the_seqs_a_rolled_back_wal_may_have
     """With sync=normal a power cut can roll back commits without trace, so after a reboot without a clean
     close the head moves to the reservation and the seqs above the stored ones are declared lost."""
     path = tmp_path / "b.sqlite"
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, sync="normal")
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0, sync="normal")
     q.open()
     chain = ChainMaker()
     for _ in range(5):
@@ -279,7 +280,7 @@ def test_sync_normal_after_a_reboot_declares_the_seqs_a_rolled_back_wal_may_have
     state = _pretend_reboot(path)  # and no close(): the stop was unclean
     _crash(q)
 
-    r = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, sync="normal")
+    r = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0, sync="normal")
     r.open()
     assert _accounting(r) == ([1, 2, 3, 4, 5], [(6, state.reserved, "lost")])
 
@@ -299,7 +300,7 @@ def test_sync_full_trusts_its_database_after_a_reboot(tmp_path: Path) -> None:
 def test_the_reservation_is_always_ahead_of_the_head(tmp_path: Path) -> None:
     """Every appended seq is covered by the durable reservation, also across several reservations."""
     path = tmp_path / "b.sqlite"
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, sync="normal")
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0, sync="normal")
     q.open()
     chain = ChainMaker()
     seen = set()

@@ -100,7 +100,7 @@ def fork_and_kill(ctx: multiprocessing.context.ForkServerContext, path: Path, *,
 
 def check_store(path: Path, committed: set[int], maybe_acked: set[int]) -> tuple[int, int]:
     """Every committed seq is stored intact, acked or declared dropped; the chain links. Returns the head."""
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0)
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0)
     q.open()
     try:
         head_seq, head_hash = q.chain_head()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.errors import BufferStoreError
+from agent.protocol import wire
 from buffer import DiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -58,7 +59,7 @@ def test_enospc_fails_the_append_recoverably_and_corrupts_nothing(small_fs: Path
     stays, every committed batch stays readable, and the same batch is accepted once space returns."""
     path = small_fs / "buffer.sqlite"
     # The watermark is told the disk is empty, so nothing is evicted and the real ENOSPC is reached.
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0, free_disk=lambda _: 1 << 40)
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0, free_disk=lambda _: 1 << 40)
     q.open()
     chain = ChainMaker()
     committed = []
@@ -86,7 +87,7 @@ def test_enospc_fails_the_append_recoverably_and_corrupts_nothing(small_fs: Path
     q.append(batch)  # the very same batch, once space is back
     committed.append(batch)
     q.close()
-    reopened = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0)
+    reopened = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0)
     reopened.open()
     assert reopened.peek(10_000) == committed
     assert reopened._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -97,7 +98,7 @@ def test_free_disk_watermark_on_a_real_small_disk_sheds_data_instead_of_failing(
     """With min_free_bytes set, appending far more than the disk holds never fails: the oldest data is
     evicted as disk_low, and every appended seq is either stored or in a pending drop record."""
     path = small_fs / "buffer.sqlite"
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=1 * MIB)
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=1 * MIB)
     q.open()
     chain = ChainMaker()
     n = 1500  # about 8 MiB of frames into an 8 MiB file system
@@ -118,7 +119,7 @@ def test_sqlite_full_from_a_page_quota_fails_the_append_recoverably(tmp_path: Pa
     """The same guarantee without root: a PRAGMA max_page_count quota makes SQLite report SQLITE_FULL; the
     append fails recoverably with nothing half-written, and succeeds unchanged once the quota is raised."""
     path = tmp_path / "buffer.sqlite"
-    q = DiskQueue(path, max_bytes=1 << 30, min_free_bytes=0)
+    q = DiskQueue(path, max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0)
     q.open()
     chain = ChainMaker()
     committed = [chain.next(padding=3000) for _ in range(5)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.errors import BufferStoreError
+from agent.core.errors import BufferStoreError, WireFormatError
 from agent.protocol import wire
 from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch
 from tests.buffer.frames import ChainMaker
@@ -21,7 +21,7 @@ def _free(_: Path) -> int:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DiskQueue]:
-    q = DiskQueue(tmp_path / "buffer.sqlite", max_bytes=64 << 20, free_disk=_free)
+    q = DiskQueue(tmp_path / "buffer.sqlite", max_bytes=64 << 20, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     yield q
     q.close()
@@ -76,13 +76,13 @@ def test_ack_deletes_and_counts_only_present_batches(store: DiskQueue) -> None:
 def test_chain_head_survives_ack_and_reopen(tmp_path: Path) -> None:
     """The chain head is the last appended batch even after everything is acked and the store reopened."""
     path = tmp_path / "b.sqlite"
-    q = DiskQueue(path, max_bytes=1 << 20, free_disk=_free)
+    q = DiskQueue(path, max_bytes=1 << 20, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     last = _fill(q, ChainMaker(), "ddd")[-1]
     q.ack([1, 2, 3])
     q.close()
     path.with_name(path.name + ".head").unlink()  # only the database's copy remains
-    q = DiskQueue(path, max_bytes=1 << 20, free_disk=_free)
+    q = DiskQueue(path, max_bytes=1 << 20, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
 
     assert q.chain_head() == (3, last.hash)
@@ -126,7 +126,7 @@ def test_cap_evicts_oldest_data_and_records_a_drop(tmp_path: Path) -> None:
     chain = ChainMaker()
     batches = [chain.next(tags=[f"plc1.t{i}"], padding=1000) for i in range(1, 6)]
     per = len(batches[0].frame) + ROW_OVERHEAD
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 3 + per // 2, free_disk=_free)
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 3 + per // 2, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     for b in batches:
         q.append(b)
@@ -143,12 +143,40 @@ def test_cap_evicts_oldest_data_and_records_a_drop(tmp_path: Path) -> None:
     q.close()
 
 
+def test_an_evicted_frame_that_does_not_decode_is_counted_without_tag_names(tmp_path: Path) -> None:
+    """frame_tags raising WireFormatError for one evicted frame leaves only that frame's names out of the drop."""
+    chain = ChainMaker()
+    batches = [chain.next(tags=[f"plc1.t{i}"], padding=1000) for i in range(1, 6)]
+    undecodable = batches[0].frame
+    seen: list[bytes] = []
+
+    def frame_tags(frame: bytes) -> frozenset[str]:
+        seen.append(frame)
+        if frame == undecodable:
+            raise WireFormatError("a frame this function cannot read")
+        return wire.frame_tags(frame)
+
+    per = len(batches[0].frame) + ROW_OVERHEAD
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 3 + per // 2, frame_tags=frame_tags, free_disk=_free)
+    q.open()
+    for b in batches:
+        q.append(b)
+
+    (drop,) = q.pending_drops()
+    assert (drop.first_seq, drop.last_seq, drop.batches, drop.reason) == (1, 2, 2, "cap")
+    assert drop.records == batches[0].records + batches[1].records
+    assert drop.tags == ["plc1.t2"]
+    assert seen == [batches[0].frame, batches[1].frame]  # called for evicted frames only, as appended
+    assert q.stats().dropped_batches == 2
+    q.close()
+
+
 def test_cap_evicts_data_before_gap_before_alarm(tmp_path: Path) -> None:
     """Eviction order is by priority first (data, gap, alarm), then age; non-contiguous runs are separate."""
     chain = ChainMaker()
     batches = [chain.next(k, padding=1000) for k in ["alarm", "data", "gap", "data", "alarm", "data"]]
     per = max(len(b.frame) for b in batches) + ROW_OVERHEAD
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 6, free_disk=_free)
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 6, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     for b in batches:
         q.append(b)
@@ -167,7 +195,8 @@ def test_gap_batch_declaring_drops_deletes_them_atomically(tmp_path: Path) -> No
     chain = ChainMaker()
     first = chain.next(padding=1000)
     per = len(first.frame) + ROW_OVERHEAD
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 3 + per // 2, free_disk=_free)  # room for the gap
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 3 + per // 2,  # room for the gap
+                  frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     q.append(first)
     for _ in range(3):
@@ -197,7 +226,7 @@ def test_drops_returned_by_pending_drops_are_not_extended(tmp_path: Path) -> Non
     chain = ChainMaker()
     first = chain.next(padding=1000)
     per = len(first.frame) + ROW_OVERHEAD
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 2, free_disk=_free)
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=per * 2, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
     q.append(first)
     q.append(chain.next(padding=1000))
@@ -213,7 +242,7 @@ def test_drops_returned_by_pending_drops_are_not_extended(tmp_path: Path) -> Non
 
 def test_batch_larger_than_cap_is_refused(tmp_path: Path) -> None:
     """A frame that could never fit is a configuration problem, reported as such."""
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1000, free_disk=_free)
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1000, frame_tags=wire.frame_tags, free_disk=_free)
     q.open()
 
     with pytest.raises(BufferStoreError, match=r"buffer\.max_bytes"):
@@ -224,7 +253,7 @@ def test_batch_larger_than_cap_is_refused(tmp_path: Path) -> None:
 def test_low_disk_evicts_with_reason_disk_low(tmp_path: Path) -> None:
     """With free disk below min_free_bytes (no room for the WAL either) all is shed, counted as disk_low."""
     free = {"bytes": PLENTY_OF_DISK}
-    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 30, min_free_bytes=1 << 20,
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=1 << 20,
                   free_disk=lambda _: free["bytes"])
     q.open()
     chain = ChainMaker()
@@ -267,7 +296,7 @@ def test_store_uses_wal_and_incremental_auto_vacuum(store: DiskQueue) -> None:
 def test_unknown_sync_policy_is_a_config_error(tmp_path: Path) -> None:
     """A typo in buffer.sync names the key and the allowed values."""
     with pytest.raises(BufferStoreError, match="unknown sync policy 'fsync'") as info:
-        DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, sync="fsync")
+        DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 20, frame_tags=wire.frame_tags, sync="fsync")
     assert info.value.key == "buffer.sync"
 
 

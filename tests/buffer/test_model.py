@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from agent.protocol import wire
 from buffer import EVICTION_ORDER, ROW_OVERHEAD, DiskQueue
 from tests.buffer.frames import ChainMaker
 
@@ -34,8 +35,8 @@ class QueueModel(RuleBasedStateMachine):
         self.declared: set[int] = set()
 
     def _open(self) -> DiskQueue:
-        q = DiskQueue(self.dir / "b.sqlite", max_bytes=self.cap, sync="normal", min_free_bytes=0,
-                      free_disk=lambda _: 1 << 40)
+        q = DiskQueue(self.dir / "b.sqlite", max_bytes=self.cap, frame_tags=wire.frame_tags, sync="normal",
+                      min_free_bytes=0, free_disk=lambda _: 1 << 40)
         q.open()
         return q
 

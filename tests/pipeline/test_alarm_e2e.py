@@ -50,7 +50,7 @@ def _prefill(gw: Gateway, batches: int, rows: int) -> None:
     from buffer import DiskQueue, QueuedBatch
 
     gw.state.mkdir(parents=True, exist_ok=True)
-    queue = DiskQueue(gw.buffer_path, max_bytes=1 << 30, sync="normal")
+    queue = DiskQueue(gw.buffer_path, max_bytes=1 << 30, frame_tags=wire.frame_tags, sync="normal")
     queue.open()
     try:
         seq, prev = queue.chain_head()

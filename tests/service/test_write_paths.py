@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from agent.protocol import wire
 from agent.remote.service import PID_FILE
 from agent.remote.state import StateFiles
 from buffer import DiskQueue
@@ -63,7 +64,7 @@ def writable_dirs(text: str) -> list[PurePosixPath]:
 
 def write_paths(config: AgentConfig) -> dict[str, Path]:
     """Each file or directory the agent writes with this configuration, named by what it is."""
-    buffer = DiskQueue(config.buffer_path, max_bytes=int(config.buffer.max_bytes))
+    buffer = DiskQueue(config.buffer_path, max_bytes=int(config.buffer.max_bytes), frame_tags=wire.frame_tags)
     state = StateFiles(config.gateway.state_dir)
     # The operator trust list is written by a trust rotation. Without [remote_config] there is none; the
     # check is made for the section as documented, added with its defaults.

@@ -11,7 +11,7 @@ from agent.batcher import Batcher
 from agent.core.errors import BufferStoreError
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol.signing import generate_key
-from agent.protocol.wire import decode_body, open_frame
+from agent.protocol.wire import decode_body, frame_tags, open_frame
 from buffer import AsyncDiskQueue, QueuedBatch
 
 T0 = 1_700_000_000_000
@@ -39,7 +39,8 @@ def _raw(i: int) -> list[Any]:
 
 @pytest.fixture
 async def queue(tmp_path: Path) -> Any:
-    q = RefusingQueue(tmp_path / "buffer.sqlite", max_bytes=1 << 30, sync="normal", min_free_bytes=0)
+    q = RefusingQueue(tmp_path / "buffer.sqlite", max_bytes=1 << 30, frame_tags=frame_tags, sync="normal",
+                      min_free_bytes=0)
     await q.open()
     try:
         yield q

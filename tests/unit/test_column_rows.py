@@ -11,7 +11,7 @@ from agent.batcher import Batcher
 from agent.pipeline.column_rows import ColumnRows, Repeated
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol.signing import generate_key
-from agent.protocol.wire import open_frame
+from agent.protocol.wire import frame_tags, open_frame
 from buffer import AsyncDiskQueue
 
 T0 = 1_700_000_000_000
@@ -69,7 +69,7 @@ def test_columns_of_unequal_length_are_refused() -> None:
 
 async def _bodies(path: Path, outputs: list[PipelineOutput], max_rows: int) -> list[bytes]:
     """The bodies of the batches the batcher stores for ``outputs``."""
-    queue = AsyncDiskQueue(path, max_bytes=1 << 30, sync="normal", min_free_bytes=0)
+    queue = AsyncDiskQueue(path, max_bytes=1 << 30, frame_tags=frame_tags, sync="normal", min_free_bytes=0)
     await queue.open()
     try:
         batcher = Batcher("gw1", generate_key(path.parent / path.stem), queue, max_rows=max_rows)
