@@ -728,7 +728,7 @@ class DiskQueue:
         gap batch built from this list declares exactly what it says.
         """
         conn = self._db()
-        out = [DropRecord(*r[:9], tags=json.loads(r[9])) for r in conn.execute(
+        out = [DropRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])) for r in conn.execute(
             "SELECT id, first_seq, last_seq, batches, records, from_ms, to_ms, bytes, reason, tags"
             " FROM drops ORDER BY id")]
         self._reported_drops.update(d.id for d in out)

@@ -52,7 +52,7 @@ import hashlib
 import itertools
 import operator
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,7 @@ def encode_body(tags: list[str], tables: dict[str, Table], t0: int, enc: str = "
 
 
 def encode_body_rows(
-    tags: list[str], tables: dict[str, tuple[list[str], int, Iterable[list[Any]]]], enc: str = "zstd"
+    tags: list[str], tables: dict[str, tuple[list[str], int, Iterable[Sequence[Any]]]], enc: str = "zstd"
 ) -> bytes:
     """:func:`encode_body`, byte for byte, from rows made one at a time: ``tables`` maps a name to
     ``(cols, row count, rows)``. Each row is packed as it comes and can be freed at once, so a batch of
