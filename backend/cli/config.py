@@ -104,7 +104,8 @@ def _run_keys(args: argparse.Namespace) -> int:
     print(f"private key: {args.directory / (args.name + '.key')} (mode 0600, keep it off the gateways)")
     print(f"key id:      {signer.kid}")
     print(f"public key:  {signer.public_text}")
-    print("Add the public key line to each gateway's [remote_config] trust_file.")
+    print("Add the public key line to each gateway's operator trust list: [remote_config] trust_file, by default "
+          "<state_dir>/operator.trust (/var/lib/mine-agent/operator.trust).")
     return 0
 
 
