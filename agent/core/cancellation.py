@@ -179,12 +179,27 @@ async def stop_task(task: asyncio.Task[Any], within_s: float | None) -> bool:
     Returns whether it finished. Its result or exception is retrieved (so asyncio logs no "never retrieved"
     warning) and ignored: the caller is stopping it. A cancellation of the *caller* while it waits
     propagates; ``with suppress(CancelledError): await task`` would swallow it and leave the caller running.
+
+    A task still running when the wait ends is cancelled once more (for ``None``, every
+    ``_RECANCEL_AFTER_S``): a library call that dropped the first cancellation (see :func:`cancellable`, which
+    covers the calls the agent knows of) raises on the second. A bounded stop gives that second request
+    ``_RECANCEL_GRACE_S`` at most, so it never takes much more than ``within_s``.
     """
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=within_s)
+    done, _ = await asyncio.wait({task}, timeout=_RECANCEL_AFTER_S if within_s is None else within_s)
+    while not done:
+        task.cancel()
+        if within_s is not None:
+            done, _ = await asyncio.wait({task}, timeout=min(within_s, _RECANCEL_GRACE_S))
+            break
+        done, _ = await asyncio.wait({task}, timeout=_RECANCEL_AFTER_S)
     if task in done and not task.cancelled():
         task.exception()
     return task in done
+
+
+_RECANCEL_AFTER_S = 5.0
+_RECANCEL_GRACE_S = 0.5
 
 
 async def cancellable(call: Awaitable[_T]) -> _T:

@@ -251,6 +251,19 @@ async def test_stop_task_gives_up_on_a_task_that_ignores_cancellation() -> None:
     await asyncio.wait({task}, timeout=1)
 
 
+async def test_stop_task_asks_again_when_the_first_cancellation_was_dropped() -> None:
+    # What a library's wait_for does on 3.11 when the reply lands with the cancellation: the task runs on.
+    async def drops_one() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(drops_one())
+    await asyncio.sleep(0)
+    assert await stop_task(task, 0.05)
+    assert task.cancelled()
+
+
 async def test_stop_task_retrieves_the_error_of_a_task_that_failed() -> None:
     task = asyncio.create_task(_fail_soon())
     await asyncio.sleep(0.01)
