@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from agent.core import command_line
 
 __all__ = ["ACTIONS", "add_arguments", "main", "schema_text"]
 
@@ -42,10 +43,7 @@ def _run_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-# action -> (help, add_arguments, run)
-ACTIONS: dict[
-    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {
+ACTIONS: command_line.Actions = {
     "schema": (
         "print the JSON Schema of the configuration file (for editors: Taplo / Even Better TOML)",
         _add_schema_arguments,
@@ -55,10 +53,8 @@ ACTIONS: dict[
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, (help_text, add, _) in ACTIONS.items():
-        add(sub.add_parser(name, help=help_text, description=help_text))
+    command_line.add_actions(parser, ACTIONS)
 
 
 def main(args: argparse.Namespace) -> int:
-    return ACTIONS[args.action][2](args)
+    return command_line.run_action(ACTIONS, args)

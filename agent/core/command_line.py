@@ -10,19 +10,33 @@ Rejected: one argparse tree with every subcommand's arguments built up front; it
 
 from __future__ import annotations
 
-__all__ = ["Commands", "run"]
+__all__ = ["Actions", "Commands", "add_actions", "run", "run_action"]
 
 import argparse
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.core.errors import AgentError
 
 # name -> (module, one-line help)
 Commands = dict[str, tuple[str, str]]
+# A command with actions (``mine-agent config schema``): action -> (help, add its arguments, run it)
+Actions = dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]
+
+
+def add_actions(parser: argparse.ArgumentParser, actions: Actions) -> None:
+    """One sub-parser per action; the chosen one is ``args.action``."""
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, (help_text, add, _) in actions.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def run_action(actions: Actions, args: argparse.Namespace) -> int:
+    """Run the action ``add_actions`` parsed."""
+    return actions[args.action][2](args)
 
 
 def _module_exists(dotted: str) -> bool:

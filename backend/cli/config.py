@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from agent.core import command_line
 
 __all__ = ["ACTIONS", "add_arguments", "main"]
 
@@ -109,10 +110,7 @@ def _run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-# action -> (help, add_arguments, run)
-ACTIONS: dict[
-    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {
+ACTIONS: command_line.Actions = {
     "push": (
         "sign a configuration with an operator key, push it to a gateway and wait for the outcome",
         _add_push_arguments,
@@ -123,10 +121,8 @@ ACTIONS: dict[
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, (help_text, add, _) in ACTIONS.items():
-        add(sub.add_parser(name, help=help_text, description=help_text))
+    command_line.add_actions(parser, ACTIONS)
 
 
 def main(args: argparse.Namespace) -> int:
-    return ACTIONS[args.action][2](args)
+    return command_line.run_action(ACTIONS, args)
