@@ -155,6 +155,8 @@ class IngestResult:
     records: int = 0
     chain_breaks: tuple[tuple[int, str], ...] = ()
     ackable: bool = False
+    hash: bytes | None = None  # the batch hash and its prev, for stored and duplicate batches: what a signed
+    prev: bytes | None = None  # ack names (agent.protocol.acks.linked_ranges)
 
 
 def coalesce(seqs: Iterable[int]) -> list[list[int]]:
@@ -307,7 +309,8 @@ class ReceiverStore:
             if bytes(row[0]) == batch.hash:
                 self._db.execute("INSERT INTO gateway_counters (gw, duplicates) VALUES (?, 1) "
                                  "ON CONFLICT (gw) DO UPDATE SET duplicates = duplicates + 1", (batch.gw,))
-                return IngestResult("duplicate", batch.gw, batch.seq, kind=batch.kind, ackable=True)
+                return IngestResult("duplicate", batch.gw, batch.seq, kind=batch.kind, ackable=True,
+                                    hash=batch.hash, prev=batch.prev)
             return self._reject(frame, batch.gw, batch.seq,
                                 f"seq reused with different content (stored hash {_short(bytes(row[0]))}, "
                                 f"this hash {_short(batch.hash)})", now, cause="content")
@@ -329,7 +332,7 @@ class ReceiverStore:
         )
         breaks = self._check_links(batch, now)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
-                            chain_breaks=breaks, ackable=True)
+                            chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
         """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows)."""

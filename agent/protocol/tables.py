@@ -33,9 +33,14 @@ from __future__ import annotations
 __all__ = [
     "ALARM_COLUMNS",
     "ALARM_TABLE",
+    "CATALOG_COLUMNS",
+    "CATALOG_TABLE",
     "GAP_COLUMNS",
     "GAP_TABLE",
+    "KINDS",
     "OFFSET_COLUMNS",
+    "OUTAGE_COLUMNS",
+    "OUTAGE_TABLE",
     "RAW_COLUMNS",
     "RAW_TABLE",
     "ROW_TIME_COLUMNS",
@@ -69,6 +74,12 @@ ALARM_TABLE = "alarm"
 ALARM_COLUMNS = ["tag", "ts", "alarm", "state", "value", "limit", "detected_ms"]
 GAP_TABLE = "gap"
 GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]
+OUTAGE_TABLE = "outage"
+OUTAGE_COLUMNS = ["from_ms", "to_ms", "reason", "tags"]
+CATALOG_TABLE = "catalog"
+CATALOG_COLUMNS = ["tag", "unit", "type", "description", "scale", "offset", "low", "high", "location"]
+KINDS = ("data", "alarm", "gap", "catalog")
+"""Batch kinds (protocol v2): the topic's last level and the signed header's ``kind`` are one of these and equal."""
 
 TABLES: Mapping[str, list[str]] = {
     WIN_TABLE: WIN_COLUMNS,
