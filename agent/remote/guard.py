@@ -11,7 +11,9 @@ to make the gateway hand out what it holds locally. So, whatever its signature:
 * **Serial device paths** (settings typed ``agent.core.fields.DevicePath``) may change only to a path that
   ``remote_config.allowed_device_paths`` in the configuration in force allows.
 * **The broker** (``mqtt.host``, ``mqtt.port``, TLS on or off) receives the MQTT password: it may change only to
-  an entry of ``remote_config.allowed_brokers``.
+  an entry of ``remote_config.allowed_brokers``. Likewise a device that uses a local file the technician gave it
+  (an OPC UA password, certificate or key file) keeps its address (``url``, ``host``, ``port``): the file's
+  content goes to that server.
 * **The health endpoint**, which needs no password, may not be moved off loopback unless the configuration in
   force already listens on that host (which only a technician's file can have set).
 * **[remote_config]** itself: only ``health_window_s``, ``max_push_bytes`` and ``history`` may change; a push
@@ -79,6 +81,7 @@ def remote_rules(running: AgentConfig, new: AgentConfig) -> list[str]:
             reasons.append(f"remote_config.{key}: only the technician's local file may change it")
     reasons += _path_rules(running, new, old_remote)
     reasons += _broker_rules(running, new, old_remote)
+    reasons += _credential_address_rules(running, new)
     reasons += _health_rules(running, new)
     return reasons
 
@@ -123,6 +126,28 @@ def _broker_rules(running: AgentConfig, new: AgentConfig, remote: RemoteConfig) 
     return [f"mqtt: a push may not move the broker connection to {scheme}://{_short_text(host)}:{port}: it is not "
             "in remote_config.allowed_brokers of the configuration in force (the broker receives the MQTT "
             "password)"]
+
+
+_ADDRESS_FIELDS = ("url", "host", "port")
+
+
+def _credential_address_rules(running: AgentConfig, new: AgentConfig) -> list[str]:
+    reasons = []
+    settings = local_settings(running)
+    for name, device in running.devices.items():
+        pushed = new.devices.get(name)
+        if pushed is None:
+            continue
+        files = [key for key, s in settings.items() if key.startswith(f"devices.{name}.") and s.kind == "file"
+                 and s.value is not None and s.value != s.default]
+        if not files:
+            continue
+        named = ", ".join(key.removeprefix(f"devices.{name}.") for key in files)
+        for field in _ADDRESS_FIELDS:
+            if getattr(device, field, None) != getattr(pushed, field, None):
+                reasons.append(f"devices.{name}.{field}: a push may not change the address of a device that uses "
+                               f"local files ({named}): their content goes to that server")
+    return reasons
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -84,6 +84,12 @@ CASES: dict[str, tuple[str, Callable[[str], str], list[str]]] = {
         "devices.hoist.identity.password_file: a push may not change a file path (got "
         "'/etc/mine-agent/mqtt.password'; in force '/etc/mine-agent/hoist-opcua.password'); only the "
         "technician's local file may"]),
+    "OPC UA device with a local password file sent to another server": (HOIST, lambda t: _sub(
+        t, "opc.tcp://10.20.1.15:4840", "opc.tcp://evil.example.org:4840"), [
+        "devices.hoist.url: a push may not change the address of a device that uses local files "
+        "(identity.password_file): their content goes to that server"]),
+    "OPC UA device without local files moved": (HOIST + OPCUA_DEVICE.format(extra=""), lambda t: _sub(
+        t, "opc.tcp://10.20.1.16:4840", "opc.tcp://10.20.1.17:4840"), []),
     "new OPC UA device with its defaults": (HOIST, lambda t: t + OPCUA_DEVICE.format(extra=""), []),
     "new OPC UA device with a certificate directory": (HOIST, lambda t: t + OPCUA_DEVICE.format(
         extra='[devices.crusher.security]\npki_dir = "/etc"\n'), [
