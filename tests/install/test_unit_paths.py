@@ -6,9 +6,11 @@ A trust rotation by push rewrites the operator trust list, so its default locati
 unit, or every rotation rolls back; the files the agent only reads (its signing key, TLS and password files,
 the archive's public keys) may live in /etc but never where the unit hides them.
 
-The last test runs a real trust rotation (the configuration service's own code, a signed push) in a mount
-namespace laid out as the unit's sandbox: everything read-only except the unit's writable directories (root and
-``unshare``; skipped otherwise). The on-demand test in test_install_systemd.py does the same on the real unit.
+tests/service/test_write_paths.py checks every path the agent writes against the same unit; this module adds
+the paths it only reads, the copy of the trust list a rotation keeps and the tmpfiles entry, and its last test
+runs a real trust rotation (the configuration service's own code, a signed push) in a mount namespace laid out
+as the unit's sandbox: everything read-only except the unit's writable directories (root and ``unshare``;
+skipped otherwise). The on-demand test in test_install_systemd.py does the same on the real unit.
 """
 
 from __future__ import annotations
@@ -27,38 +29,20 @@ import pytest
 from agent.remote.guard import local_settings
 from config.loader import parse_config
 from config.schema import AgentConfig, GatewayConfig
+from tests.service.test_write_paths import unit_settings, writable_dirs
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "mine-agent.service"
 TMPFILES = ROOT / "systemd" / "mine-agent.tmpfiles"
 EXAMPLES = ROOT / "config" / "examples"
-#: the settings the agent writes to; every other path setting is only read
-WRITTEN = ("gateway.state_dir", "buffer.path", "remote_config.trust_file", "security.pki_dir")
 
 
-def unit_settings(path: Path = UNIT) -> dict[str, list[str]]:
-    """The [Service] settings of a unit file, each key with all its values in order (empty assignments kept)."""
+def _settings() -> dict[str, list[str]]:
+    """The unit's [Service] settings, each key with all its values in order."""
     settings: dict[str, list[str]] = {}
-    section = None
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line
-            continue
-        if section == "[Service]":
-            key, _, value = line.partition("=")
-            settings.setdefault(key.strip(), []).append(value.strip())
+    for key, value in unit_settings(UNIT.read_text()):
+        settings.setdefault(key, []).append(value)
     return settings
-
-
-def writable_dirs(settings: dict[str, list[str]]) -> list[PurePosixPath]:
-    """Where the unit lets the agent write: its state directories and ReadWritePaths (systemd's own rules)."""
-    dirs = [PurePosixPath("/var/lib") / name for value in settings.get("StateDirectory", []) for name in value.split()]
-    for value in settings.get("ReadWritePaths", []):
-        dirs += [PurePosixPath(p.lstrip("-+")) for p in value.split()]
-    return dirs
 
 
 def hidden_dirs(settings: dict[str, list[str]]) -> list[PurePosixPath]:
@@ -83,17 +67,10 @@ def _default_remote_config() -> AgentConfig:
     return parse_config(text, "gateway.toml")
 
 
-def test_the_unit_is_sandboxed_as_this_test_assumes() -> None:
-    settings = unit_settings()
-    assert settings["ProtectSystem"] == ["strict"]
-    assert writable_dirs(settings), "the unit names no writable directory at all"
-
-
 def test_default_trust_file_is_writable_under_the_unit() -> None:
     """The default operator trust list (and the copy a rotation keeps) lies in a directory the unit makes
     writable; the state directory's default is that directory, and tmpfiles creates it for the agent."""
-    settings = unit_settings()
-    writable = writable_dirs(settings)
+    writable = writable_dirs(UNIT.read_text())
     config = _default_remote_config()
     assert config.trust_path is not None
 
@@ -107,32 +84,31 @@ def test_default_trust_file_is_writable_under_the_unit() -> None:
 def test_old_trust_location_under_etc_would_not_be_writable() -> None:
     """The control: /etc/mine-agent, where the trust list was once documented, is read-only under the unit,
     so this test's notion of "writable" can fail."""
-    assert not _under("/etc/mine-agent/operator.trust", writable_dirs(unit_settings()))
+    assert not _under("/etc/mine-agent/operator.trust", writable_dirs(UNIT.read_text()))
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
-def test_every_path_of_the_examples_is_where_the_unit_allows(example: str) -> None:
-    """Paths the agent writes are writable under the unit; paths it only reads (key files, TLS and password
-    files, the archive's public keys, which may stay in /etc) are not hidden by it. The settings are found by
-    type (agent.remote.guard.local_settings), so a new path setting is checked without being named here."""
-    settings = unit_settings()
+def test_no_path_of_the_examples_is_hidden_by_the_unit(example: str) -> None:
+    """The files the agent only reads (key files, TLS and password files, the archive's public keys, which may
+    stay in /etc) are not where ProtectHome= or PrivateTmp= hide them. The settings are found by type
+    (agent.remote.guard.local_settings), so a path setting added later is checked without being named here."""
+    hidden = hidden_dirs(_settings())
     text = (EXAMPLES / example).read_text()
     has_remote = re.search(r"^\[remote_config\]", text, re.MULTILINE) is not None
     config = parse_config(text + ("" if has_remote else "\n[remote_config]\n"), example)
-    problems = []
-    for key, setting in local_settings(config).items():
-        value = setting.value if setting.value is not None else setting.default
-        if value is None or setting.kind != "file":
-            continue
-        if key.endswith(WRITTEN) or key == "remote_config.trust_file":
-            if not _under(value, writable_dirs(settings)):
-                problems.append(f"{key} = {value}: written by the agent, read-only under the unit")
-        elif _under(value, hidden_dirs(settings)):
-            problems.append(f"{key} = {value}: hidden from the agent by the unit")
-    assert config.trust_path is not None
-    if not _under(str(config.trust_path), writable_dirs(settings)):
-        problems.append(f"remote_config.trust_file (default {config.trust_path}): read-only under the unit")
-    assert problems == []
+
+    found = {key: s.value or s.default for key, s in local_settings(config).items() if s.kind == "file"}
+    hidden_ones = {key: value for key, value in found.items() if value is not None and _under(value, hidden)}
+
+    assert "gateway.key_file" in found
+    assert hidden_ones == {}
+
+
+def test_hidden_dirs_reads_the_unit() -> None:
+    """The control: the shipped unit hides the home directories and /tmp, so the check above can fail."""
+    hidden = hidden_dirs(_settings())
+    assert _under("/root/gateway.key", hidden)
+    assert _under("/tmp/ca.pem", hidden)
 
 
 ROTATE = textwrap.dedent("""
@@ -193,8 +169,7 @@ def test_trust_rotation_by_push_works_in_the_units_sandbox(tmp_path: Path) -> No
     system laid out as the unit's sandbox; afterwards the new operator key is the one trusted."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare to lay out the unit's sandbox")
-    settings = unit_settings()
-    writable = [str(d) for d in writable_dirs(settings)]
+    writable = [str(d) for d in writable_dirs(UNIT.read_text())]
     if not all(d.startswith("/var/lib/") for d in writable):
         pytest.fail(f"this sandbox emulation only makes directories under /var/lib writable: {writable}")
     from agent.protocol.signing import generate_key
