@@ -57,6 +57,7 @@ _HEALTH_POLL_S = 0.1
 INTERRUPTED = "the agent stopped during the apply or its health window (restart, crash or power cut)"
 ALREADY_HANDLED = "already handled: this push was received before and its outcome is no longer in the history"
 FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
+BUSY = "busy: too many pushes are waiting on this gateway; nothing was checked or applied, send it again later"
 
 
 @dataclass(slots=True)
@@ -273,6 +274,13 @@ class ConfigService:
             self.emit(Outcome("received", "remote", version=push.version, push=pid, kid=push.kid,
                               received_ms=received))
             return await self._try_push(push, received)
+
+    def refuse_busy(self, payload: bytes) -> None:
+        """A push that arrived while too many were waiting: answered at once, and not remembered, so the
+        same push sent again later is handled normally."""
+        if payload:
+            self.emit(Outcome("rejected", "remote", push=push_id(payload), received_ms=self._now_ms(),
+                              reasons=[BUSY]))
 
     def _repeat(self, pid: str) -> Outcome:
         """A push handled before: publish its recorded final outcome again, marked ``repeat`` (nothing is

@@ -270,3 +270,49 @@ def test_a_refused_push_sends_nothing_to_the_broker_it_names(gateway: RemoteGate
         assert status["state"] == "rejected", status
         with pytest.raises(TimeoutError):
             listener.accept()
+
+
+def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
+    """While one push sits in its health window, a burst of others arrives: more than the gateway queues.
+    Each gets a final status all the same (the queued ones their own outcome, the rest 'busy'), so no
+    operator's tool is left waiting for nothing."""
+    import asyncio
+    import json
+
+    import aiomqtt
+
+    from agent.protocol.push import push_id
+    from agent.remote.service import BUSY
+
+    rg = gateway
+    slow = rg.sign(rg.toml(devices={"plc1": rg.plc_ports[0], "plc9": rg.plc_ports[1]}), version=60)
+    rg.toml()
+    burst = [_bad_signature(rg) for _ in range(16)]
+    rg.toml()
+    pushes = {push_id(p) for p in [slow, *burst]}
+    topic = f"mine/{rg.gw.id}/config"
+
+    async def flood() -> dict[str, dict[str, object]]:
+        finals: dict[str, dict[str, object]] = {}
+        async with aiomqtt.Client("127.0.0.1", rg.broker.port) as client:
+            await client.subscribe(f"{topic}/status", qos=1)
+            await client.publish(topic, slow, qos=1)
+            await asyncio.sleep(1.0)  # the slow one is in its health window
+            for payload in burst:
+                await client.publish(topic, payload, qos=1)
+            async with asyncio.timeout(60):
+                async for message in client.messages:
+                    status = json.loads(message.payload)  # type: ignore[arg-type]
+                    if status.get("push") in pushes and status["state"] in ("rejected", "applied", "rolled_back"):
+                        finals[status["push"]] = status
+                        if len(finals) == len(pushes):
+                            break
+            await client.publish(topic, b"", qos=1, retain=True)
+        return finals
+
+    finals = asyncio.run(flood())
+
+    assert finals.keys() == pushes
+    busy = [p for p, s in finals.items() if s["reasons"] == [BUSY]]
+    assert busy, "the burst never filled the queue: this test proved nothing"
+    assert finals[push_id(slow)]["state"] == "rolled_back"

@@ -123,3 +123,19 @@ async def test_repeat_whose_outcome_is_forgotten_is_rejected_as_handled(tmp_path
 
     assert again is not None
     assert (again.state, again.repeat, again.reasons) == ("rejected", True, [ALREADY_HANDLED])
+
+
+async def test_a_push_answered_busy_is_handled_when_sent_again(tmp_path: Path) -> None:
+    """'busy' is not remembered: the same bytes delivered later are checked and applied, not a repeat."""
+    from agent.remote.service import BUSY
+
+    gw, service, clock = _service(tmp_path)
+    payload = _push(gw, clock, issued_ms=int(clock.time() * 1000))
+
+    service.refuse_busy(payload)
+    later = await service.handle_push(payload)
+
+    first = service.outcomes[0]
+    assert (first.state, first.reasons, first.repeat) == ("rejected", [BUSY], False)
+    assert later is not None
+    assert (later.state, later.repeat) == ("applied", False)
