@@ -205,3 +205,11 @@ def test_sign_push_refuses_versions_no_gateway_accepts(operator: BatchSigner) ->
     for version, issued in ((0, 1000), (2**63, 1000), (1, -1), (1, 2**53 + 1)):
         with pytest.raises(RemoteConfigError):
             sign_push(operator, gateway="gw-1", version=version, toml="", issued_ms=issued)
+
+
+def test_push_limits_default_to_the_schemas_defaults() -> None:
+    """The decoder's defaults are [remote_config]'s, so a caller without a configuration gets the same rules."""
+    from agent.remote.guard import push_limits
+    from config.schema import RemoteConfig
+
+    assert PushLimits() == push_limits(RemoteConfig())
