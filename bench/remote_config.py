@@ -48,8 +48,14 @@ timeout_s = {timeout_s}
     return "\n".join(out)
 
 
+# A port nobody listens on, which the local file allows a push to move the broker to (a push may move the broker
+# only to an entry of remote_config.allowed_brokers).
+DEAD_BROKER_PORT = free_port()
+
+
 def config(gw: Gateway, trust: Path, window: float, *, mqtt_port: int, devices: str) -> str:
-    remote = f'[remote_config]\ntrust_file = "{trust}"\nhealth_window_s = {window}\n\n'
+    remote = (f'[remote_config]\ntrust_file = "{trust}"\nhealth_window_s = {window}\n'
+              f'allowed_brokers = ["mqtt://127.0.0.1:{DEAD_BROKER_PORT}"]\n\n')
     gw.write_config(mqtt_port=mqtt_port, devices=remote + devices, window_s=10, batch_interval_s=1.0)
     return gw.config_path.read_text()
 
@@ -109,7 +115,7 @@ def main() -> None:
             dead_took, dead_final = push(dead)
             assert dead_final["state"] == "rolled_back", dead_final
 
-            broken = config(gw, trust, args.window, mqtt_port=free_port(),
+            broken = config(gw, trust, args.window, mqtt_port=DEAD_BROKER_PORT,
                             devices=device("plc1", plc.port, timeout_s=1.0 + (args.rounds / 10), tags=TAGS))
             gw.config_path.write_text(base)
             mqtt_took, mqtt_final = push(broken)

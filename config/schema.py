@@ -35,7 +35,10 @@ from pydantic import ByteSize, ConfigDict, Field, SecretStr, field_validator, mo
 from pydantic_core import PydanticCustomError
 
 from agent.core.fields import (
+    BROKER_URL_PATTERN,
+    DEVICE_GLOB_PATTERN,
     FULL_TAG_PATTERN,
+    LISTEN_PATTERN,
     NAME_PATTERN,
     PATTERN_HELP,
     TOPIC_LEVEL_PATTERN,
@@ -298,16 +301,31 @@ class HealthConfig(StrictModel):
         True, description="Serve /metrics, /health and /tail for monitoring and 'mine-agent status'."
     )
     listen: str = Field(
-        "127.0.0.1:9108", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
-        description="HOST:PORT of the health endpoint; keep it on loopback unless a monitoring system needs it.",
+        "127.0.0.1:9108", pattern=LISTEN_PATTERN,
+        description="HOST:PORT of the health endpoint; keep it on loopback unless a monitoring system needs it. "
+        "A remote push may not move it off loopback unless the local file already listens elsewhere.",
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = int(value.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise ConfigValueError("port out of range", got=str(port), allowed="1-65535")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host part of ``listen``, without the brackets of an IPv6 address."""
+        return self.listen.rpartition(":")[0].strip("[]")
 
 
 class RemoteConfig(StrictModel):
     """[remote_config]: signed configuration pushes from the mine's operator (docs/protocol.md §10).
 
     Absent (the default) means the gateway accepts no remote configuration at all. The trust file is the only
-    way an operator key becomes trusted; a push may not point it elsewhere (see agent.remote.service).
+    way an operator key becomes trusted; a push may not point it elsewhere, nor change any setting of this
+    table other than health_window_s, max_push_bytes and history, nor any file path (see agent.remote.guard).
     """
 
     enabled: bool = Field(True, description="Accept signed configuration pushes on <prefix>/<gateway id>/config.")
@@ -329,6 +347,46 @@ class RemoteConfig(StrictModel):
     history: Annotated[int, Field(ge=1, le=10000)] = Field(
         200, description="How many past configuration outcomes the state directory keeps, 1-10000."
     )
+    max_push_age_s: Annotated[int, Field(ge=60, le=30 * 86400)] = Field(
+        72 * 3600,
+        description="A push expires this many seconds after it was signed (its 'issued' time), 60 to 2592000. "
+        "The default, 3 days, lets a push wait on the broker through a long weekend without a link, and limits "
+        "what a gateway whose state directory was lost could be made to apply again to pushes of the last 3 days.",
+    )
+    clock_skew_s: Annotated[int, Field(ge=0, le=86400)] = Field(
+        300,
+        description="Seconds, 0-86400, by which the operator's and the gateway's clocks may disagree: added to "
+        "max_push_age_s, and a push issued further in the future than this is refused.",
+    )
+    max_version_step: Annotated[int, Field(ge=1, le=2**62)] = Field(
+        86400,
+        description="A push's version may exceed the larger of the highest version this gateway has tried and "
+        "its clock in Unix seconds (the operator tool's default version) by at most this much; so a push with a "
+        "huge version cannot lock out every later one.",
+    )
+    allowed_brokers: list[Annotated[str, Field(pattern=BROKER_URL_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Brokers a push may move [mqtt] to, as mqtt://HOST:PORT or mqtts://HOST:PORT (mqtts: with "
+        "[mqtt.tls]). Without an entry a push may not change mqtt.host, mqtt.port or whether TLS is used: the "
+        "broker receives the MQTT password.",
+    )
+    allowed_device_paths: list[Annotated[str, Field(pattern=DEVICE_GLOB_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Serial device paths a push may set, as absolute glob patterns matched one path level at a "
+        "time (e.g. '/dev/ttyUSB*', '/dev/serial/by-id/*'). Without an entry a push may not change a serial "
+        "port nor add a serial device.",
+    )
+
+    @field_validator("allowed_device_paths")
+    @classmethod
+    def _no_parent_levels(cls, value: list[str]) -> list[str]:
+        for i, pattern in enumerate(value):
+            if ".." in pattern.split("/"):
+                raise ConfigValueError("'..' is not allowed in a device path pattern", key=(i,), got=pattern,
+                                       allowed="an absolute pattern such as '/dev/ttyUSB*'")
+        return value
 
 FullTagName = Annotated[
     str,

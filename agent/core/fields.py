@@ -11,11 +11,16 @@ composes those models: inside ``config/`` it made config and drivers import each
 from __future__ import annotations
 
 __all__ = [
+    "BROKER_URL_PATTERN",
+    "DEVICE_GLOB_PATTERN",
     "FULL_TAG_PATTERN",
+    "LISTEN_PATTERN",
     "NAME_PATTERN",
     "PATTERN_HELP",
     "STRICT",
     "ConfigValueError",
+    "DevicePath",
+    "LocalDevice",
     "Name",
     "Port",
     "Seconds",
@@ -30,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 TOPIC_LEVEL_PATTERN = r"^[^#+\s]+$"
 FULL_TAG_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}\.[A-Za-z][A-Za-z0-9_-]{0,63}$"
+LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+BROKER_URL_PATTERN = r"^mqtts?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+DEVICE_GLOB_PATTERN = r"^/\S*$"
 
 # What a technician should type, for each regular expression used in a model. Error messages show this
 # text instead of the expression; add an entry when a model introduces a new pattern.
@@ -37,6 +45,9 @@ PATTERN_HELP: dict[str, str] = {
     NAME_PATTERN: "letters, digits, '_' and '-', starting with a letter, at most 64 characters",
     TOPIC_LEVEL_PATTERN: "text without spaces, '#' or '+'",
     FULL_TAG_PATTERN: "'<device>.<tag>', each part letters, digits, '_' and '-', starting with a letter",
+    LISTEN_PATTERN: "HOST:PORT, e.g. 127.0.0.1:9108 or [::1]:9108",
+    BROKER_URL_PATTERN: "mqtt://HOST:PORT or mqtts://HOST:PORT",
+    DEVICE_GLOB_PATTERN: "an absolute path or glob pattern without spaces, e.g. /dev/ttyUSB*",
 }
 
 
@@ -83,5 +94,15 @@ Name = Annotated[
         description="Letters, digits, '_' and '-', starting with a letter; at most 64 characters.",
     ),
 ]
+class LocalDevice:
+    """Marks a setting that names a device node of this machine (a serial port), so the rules of remote
+    configuration (agent.remote.guard) find it by its type, as they find every ``Path`` setting."""
+
+    def __repr__(self) -> str:
+        return "LocalDevice()"
+
+
+#: A device node such as ``/dev/ttyUSB0``: text (pyserial also takes URLs), marked :class:`LocalDevice`.
+DevicePath = Annotated[str, Field(min_length=1), LocalDevice()]
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535.")]
 Seconds = Annotated[float, Field(gt=0, le=86400, description="Seconds, more than 0 and at most 86400.")]

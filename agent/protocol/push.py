@@ -7,8 +7,11 @@ A **push** is, byte for byte::
         "type":    "config-push",  so no other signed object (e.g. a batch's header) can pass for a push
         "v":       1,              push format version
         "gw":      str,            the gateway this configuration is for
-        "version": uint,           operator's version number; must be higher than any the gateway has tried
-        "issued":  int,            Unix ms when the operator signed it (informative)
+        "version": uint,           operator's version number, 1..2**63-1; must be higher than any the gateway
+                                   has tried, and at most ``max_version_step`` above the larger of that and the
+                                   gateway's clock in Unix seconds
+        "issued":  int,            Unix ms when the operator signed it; the push expires ``max_push_age_s``
+                                   later and is refused if issued more than ``clock_skew_s`` in the future
         "alg":     "ed25519",      signature algorithm
         "kid":     str,            operator key id (agent.protocol.signing.key_id)
         "toml":    str,            the complete configuration file
@@ -17,14 +20,33 @@ A **push** is, byte for byte::
     sig      = signature by ``kid`` over the exact ``document`` bytes
 
 It mirrors the batch frame (agent.protocol.wire): the signature covers exact bytes, never a re-encoding, and ``alg``
-and ``kid`` sit inside the signed part so they cannot be swapped. Everything here is pure (no I/O): the
-caller hands in the trust store, the gateway id and the highest version already tried, and gets a
-:class:`ConfigPush` or a :class:`PushRefused` carrying *every* reason, so the operator fixes all at once.
+and ``kid`` sit inside the signed part so they cannot be swapped. Everything here is pure (no I/O, no clock of
+its own): the caller hands in the trust store, the gateway id, the highest version already tried, the time now
+and the :class:`PushLimits`, and gets a :class:`ConfigPush` or a :class:`PushRefused` carrying *every* reason,
+so the operator fixes all at once. Every value of the document is type- and range-checked here, before anything
+uses it; refusal reasons quote a claim only shortened, so a hostile push cannot make its status large.
+
+Why pushes expire although versions only go up: the version rule lives in the gateway's state directory; a
+gateway whose state was lost (a new SD card, a wiped disk) has forgotten every version it tried, and would
+apply any captured old push again. The age limit bounds that replay to pushes signed recently. Rejected: an
+explicit ``expires`` field chosen by the operator, since a leaked push signed with a far expiry would then be
+replayable for as long as it says; the gateway's own limit cannot be stretched by the push.
 """
 
 from __future__ import annotations
 
-__all__ = ["PUSH_FORMAT", "PUSH_TYPE", "ConfigPush", "PushRefused", "open_push", "push_id", "sign_push"]
+__all__ = [
+    "MAX_ISSUED_MS",
+    "MAX_VERSION",
+    "PUSH_FORMAT",
+    "PUSH_TYPE",
+    "ConfigPush",
+    "PushLimits",
+    "PushRefused",
+    "open_push",
+    "push_id",
+    "sign_push",
+]
 
 import hashlib
 from dataclasses import dataclass
@@ -38,6 +60,13 @@ from agent.protocol.signing import ALG_ED25519, BatchSigner, TrustStore, parse_p
 PUSH_FORMAT = 1
 PUSH_TYPE = "config-push"
 _MAX_TRUST_KEYS = 64
+#: versions are signed 64-bit integers, so every implementation can hold them
+MAX_VERSION = 2**63 - 1
+#: timestamps are whole milliseconds that a double holds exactly
+MAX_ISSUED_MS = 2**53
+_MAX_ID_CHARS = 128
+_MAX_TRUST_LINE_CHARS = 200
+_MAX_QUOTED_CHARS = 40
 
 
 class PushRefused(RemoteConfigError):
@@ -63,6 +92,16 @@ class ConfigPush:
     trust: tuple[str, ...] | None
 
 
+@dataclass(frozen=True, slots=True)
+class PushLimits:
+    """The gateway's own limits on a push (``[remote_config]``); none of them can be set by the push itself."""
+
+    max_bytes: int = 1 << 20
+    max_age_s: float = 72 * 3600.0
+    clock_skew_s: float = 300.0
+    max_version_step: int = 86400
+
+
 def push_id(payload: bytes) -> str:
     """A short name for one push (first 16 hex digits of SHA-256 of the payload), echoed in every status so
     the operator's tool matches the outcome to what it sent."""
@@ -78,7 +117,14 @@ def sign_push(
     issued_ms: int,
     trust: list[str] | None = None,
 ) -> bytes:
-    """The push payload for ``toml``, signed by the operator key ``signer``."""
+    """The push payload for ``toml``, signed by the operator key ``signer``.
+
+    Raises RemoteConfigError for a version or issued time no gateway would accept whatever its state."""
+    if not 1 <= version <= MAX_VERSION:
+        raise RemoteConfigError(f"version must be 1 to {MAX_VERSION}, not {version}", key="version")
+    if not 0 <= issued_ms <= MAX_ISSUED_MS:
+        raise RemoteConfigError(f"issued must be Unix milliseconds 0 to {MAX_ISSUED_MS}, not {issued_ms}",
+                                key="issued")
     document: dict[str, Any] = {
         "type": PUSH_TYPE,
         "v": PUSH_FORMAT,
@@ -101,55 +147,98 @@ def open_push(
     trust: TrustStore,
     gateway: str,
     highest_version: int,
-    max_bytes: int,
+    now_ms: int,
+    limits: PushLimits,
 ) -> ConfigPush:
     """Check ``payload`` and return the push, or raise :class:`PushRefused` with every reason.
 
     The signature is checked before anything in the document is believed: an unsigned or wrongly signed
     push is refused for that alone (its claims, such as the version, are not reported back as facts).
+    ``now_ms`` is the gateway's clock (Unix ms), from its injected clock.
     """
-    if len(payload) > max_bytes:
-        raise PushRefused([f"push is {len(payload)} bytes, more than remote_config.max_push_bytes = {max_bytes}"])
-    signed, signature = _split(payload)
+    if not isinstance(payload, bytes | bytearray):
+        raise PushRefused(["malformed: a push is binary"])
+    if len(payload) > limits.max_bytes:
+        raise PushRefused([f"push is {len(payload)} bytes, more than remote_config.max_push_bytes = "
+                           f"{limits.max_bytes}"])
+    signed, signature = _split(bytes(payload))
     document = _decode_document(signed)
     alg, kid = document.get("alg"), document.get("kid")
     if not isinstance(alg, str) or not isinstance(kid, str):
         raise PushRefused(["unsigned: the document names no signature algorithm and key (alg, kid)"])
+    if len(alg) > _MAX_ID_CHARS or len(kid) > _MAX_ID_CHARS:
+        raise PushRefused([f"unsigned: alg and kid are at most {_MAX_ID_CHARS} characters"])
     try:
         trust.verify(alg, kid, signed, signature)
     except SignatureError as exc:
         raise PushRefused([f"signature refused: {exc}"]) from None
 
     reasons: list[str] = []
-    version = document.get("version")
     target = document.get("gw")
     if document.get("type") != PUSH_TYPE or document.get("v") != PUSH_FORMAT:
-        reasons.append(f"not a configuration push of format {PUSH_FORMAT} (type {document.get('type')!r}, "
-                       f"v {document.get('v')!r})")
-    if not isinstance(target, str):
-        reasons.append("the document names no target gateway (gw)")
+        reasons.append(f"not a configuration push of format {PUSH_FORMAT} (type {_quote(document.get('type'))}, "
+                       f"v {_quote(document.get('v'))})")
+    if not isinstance(target, str) or not 0 < len(target) <= _MAX_ID_CHARS:
+        reasons.append(f"the document names no target gateway (gw), or not as 1 to {_MAX_ID_CHARS} characters")
+        target = None
     elif target != gateway:
-        reasons.append(f"addressed to gateway {target!r}, this is {gateway!r}")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        reasons.append(f"version must be a whole number of at least 1, got {version!r}")
-        version = None
-    elif version <= highest_version:
-        reasons.append(f"version {version} is not newer than {highest_version}, the highest this gateway has "
-                       "tried (a replayed or older push)")
+        reasons.append(f"addressed to gateway {_quote(target)}, this is {gateway!r}")
+    version = _version(document.get("version"), highest_version, now_ms, limits, reasons)
     toml = document.get("toml")
     if not isinstance(toml, str):
         reasons.append("the document carries no configuration text (toml)")
-    issued = document.get("issued")
-    if not isinstance(issued, int) or isinstance(issued, bool):
-        reasons.append(f"issued must be Unix milliseconds, got {issued!r}")
+    issued = _issued(document.get("issued"), now_ms, limits, reasons)
     new_trust = _trust_list(document.get("trust"), reasons)
     if reasons:
-        raise PushRefused(reasons, version=version, gateway=target if isinstance(target, str) else None)
-    assert isinstance(version, int)
+        raise PushRefused(reasons, version=version, gateway=target)
+    assert version is not None
     assert isinstance(toml, str)
-    assert isinstance(issued, int)
-    return ConfigPush(id=push_id(payload), gateway=gateway, version=version, issued_ms=issued, kid=kid,
+    assert issued is not None
+    return ConfigPush(id=push_id(bytes(payload)), gateway=gateway, version=version, issued_ms=issued, kid=kid,
                       toml=toml, trust=new_trust)
+
+
+def _version(value: object, highest: int, now_ms: int, limits: PushLimits, reasons: list[str]) -> int | None:
+    """The push's version if it is a whole number in range; every rule it breaks goes to ``reasons``.
+
+    The ceiling is relative to the larger of the highest version tried and the clock in seconds, so the
+    operator tool's default (the Unix time) always fits, and a push with a version far ahead of both (a typo,
+    or a leaked key's parting shot) cannot lock out the pushes that follow."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_VERSION:
+        reasons.append(f"version must be a whole number from 1 to {MAX_VERSION}, got {_quote(value)}")
+        return None
+    if value <= highest:
+        reasons.append(f"version {value} is not newer than {highest}, the highest this gateway has "
+                       "tried (a replayed or older push)")
+    ceiling = max(highest, now_ms // 1000) + limits.max_version_step
+    if value > ceiling:
+        reasons.append(f"version {value} is more than remote_config.max_version_step = {limits.max_version_step} "
+                       f"above {max(highest, now_ms // 1000)}, the larger of the highest version tried and this "
+                       f"gateway's clock in Unix seconds (use version {highest + 1} to {ceiling})")
+    return value
+
+
+def _issued(value: object, now_ms: int, limits: PushLimits, reasons: list[str]) -> int | None:
+    """The push's signing time if it is in range and the push is neither expired nor from the future."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ISSUED_MS:
+        reasons.append(f"issued must be Unix milliseconds from 0 to {MAX_ISSUED_MS}, got {_quote(value)}")
+        return None
+    skew_ms = round(limits.clock_skew_s * 1000)
+    age_ms = now_ms - value
+    if age_ms > round(limits.max_age_s * 1000) + skew_ms:
+        reasons.append(f"expired: issued {age_ms // 1000} s ago by this gateway's clock, more than "
+                       f"remote_config.max_push_age_s = {limits.max_age_s:g} (+ clock_skew_s = "
+                       f"{limits.clock_skew_s:g}); sign it again")
+    elif -age_ms > skew_ms:
+        reasons.append(f"issued {-age_ms // 1000} s in the future by this gateway's clock, more than "
+                       f"remote_config.clock_skew_s = {limits.clock_skew_s:g} (check the clocks of both sides)")
+    return value
+
+
+def _quote(value: object) -> str:
+    """A claim quoted in a reason, shortened: a reason never carries much of what a push sent."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else f"a {type(value).__name__}"
+    return text if len(text) <= _MAX_QUOTED_CHARS else text[:_MAX_QUOTED_CHARS - 3] + "..."
 
 
 def _split(payload: bytes) -> tuple[bytes, bytes]:
@@ -184,9 +273,10 @@ def _trust_list(value: object, reasons: list[str]) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not value or len(value) > _MAX_TRUST_KEYS:
         reasons.append(f"trust must be a list of 1 to {_MAX_TRUST_KEYS} public keys")
         return None
+    lines: list[str] = []
     for i, line in enumerate(value):
-        if not isinstance(line, str):
-            reasons.append(f"trust[{i}] is not text")
+        if not isinstance(line, str) or len(line) > _MAX_TRUST_LINE_CHARS:
+            reasons.append(f"trust[{i}] is not a public key line of at most {_MAX_TRUST_LINE_CHARS} characters")
             continue
         try:
             alg, _ = parse_public_key(line)
@@ -194,5 +284,7 @@ def _trust_list(value: object, reasons: list[str]) -> tuple[str, ...] | None:
             reasons.append(f"trust[{i}]: {exc.message}")
             continue
         if alg != ALG_ED25519:
-            reasons.append(f"trust[{i}]: unsupported algorithm {alg!r}")
-    return tuple(line.strip() for line in value if isinstance(line, str))
+            reasons.append(f"trust[{i}]: unsupported algorithm {_quote(alg)}")
+            continue
+        lines.append(line.strip())
+    return tuple(lines)

@@ -68,6 +68,8 @@ class PushService(Protocol):
 
     async def handle_push(self, payload: bytes) -> object: ...
 
+    def refuse_busy(self, payload: bytes) -> None: ...
+
 
 class RemoteChannel:
     """One MQTT session at a time for the config topics of the running configuration's gateway."""
@@ -189,7 +191,8 @@ class RemoteChannel:
                 payload = message.payload
                 data = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
                 if self._inbox.full():
-                    log.warning("config_push_dropped", error="too many pushes waiting; the sender will time out")
+                    log.warning("config_push_dropped", error="too many pushes waiting; answered rejected (busy)")
+                    self.service.refuse_busy(data)
                     continue
                 self._inbox.put_nowait(data)
         except aiomqtt.MqttError as exc:

@@ -4,9 +4,9 @@ Both a signed push from the operator (agent.protocol.push, received by agent.rem
 ``systemctl reload`` / ``mine-agent reload`` (SIGHUP) go through one path, :meth:`ConfigService._try`:
 
 1. **validate** exactly as ``mine-agent validate`` does (:func:`config.loader.parse_config`), plus the rules
-   of remote configuration: a push may not drop ``[remote_config]`` or point ``trust_file`` elsewhere (that
-   would let a push choose whom to trust next; rotating operator keys is a push's ``trust`` list instead,
-   signed by a key trusted now);
+   of remote configuration (agent.remote.guard): a push may not drop ``[remote_config]``, point ``trust_file``
+   elsewhere (rotating operator keys is a push's ``trust`` list instead, signed by a key trusted now), change
+   any file path, move the broker or the health endpoint beyond what the local file allows;
 2. **stage** the text and its metadata in the state directory (agent.remote.state), so an attempt interrupted
    by a crash or power cut is known at the next start-up and counts as rolled back;
 3. **apply** with :meth:`agent.runtime.Agent.apply`, the same code as start-up: only the devices and parts
@@ -19,8 +19,11 @@ Both a signed push from the operator (agent.protocol.push, received by agent.rem
    last-known-good configuration (written atomically) and the outcome joins the history.
 
 Every outcome is published on ``<prefix>/<gw>/config/status`` (docs/protocol.md §10) and kept in
-``<state_dir>/config/history.json``. Which file is in force at start-up (the technician's or the last pushed
-one) is decided by :func:`startup_config`; the rule is in agent.remote.state.
+``<state_dir>/config/history.json``. A push delivered again (retained copy, redelivery, an operator sending the
+same bytes) is not handled again, but it is answered: its recorded outcome is published once more, marked
+``repeat``, so the operator's tool never waits for nothing; a repeat whose outcome is no longer recorded gets
+``rejected`` with the reason :data:`ALREADY_HANDLED`. Which file is in force at start-up (the technician's or
+the last pushed one) is decided by :func:`startup_config`; the rule is in agent.remote.state.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import structlog
 from agent.core.errors import AgentError, ConfigError
 from agent.protocol.push import ConfigPush, PushRefused, open_push, push_id
 from agent.protocol.signing import TrustStore
+from agent.remote.guard import push_limits, remote_rules
 from agent.remote.state import ConfigState, StateFiles, sha256_text, state_dir_of, write_atomic
 from agent.runtime import Agent, ApplyResult
 from config.loader import load_config, parse_config
@@ -51,6 +55,9 @@ log = structlog.get_logger(__name__)
 PID_FILE = "agent.pid"
 _HEALTH_POLL_S = 0.1
 INTERRUPTED = "the agent stopped during the apply or its health window (restart, crash or power cut)"
+ALREADY_HANDLED = "already handled: this push was received before and its outcome is no longer in the history"
+FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
+BUSY = "busy: too many pushes are waiting on this gateway; nothing was checked or applied, send it again later"
 
 
 @dataclass(slots=True)
@@ -67,6 +74,7 @@ class Outcome:
     ts: int | None = None
     running_version: int | None = None
     changed: dict[str, list[str]] = field(default_factory=dict)
+    repeat: bool = False
 
     def to_json(self, gateway: str) -> dict[str, Any]:
         return {
@@ -81,6 +89,7 @@ class Outcome:
             "ts": self.ts,
             "running_version": self.running_version,
             "changed": self.changed,
+            "repeat": self.repeat,
         }
 
 
@@ -214,7 +223,7 @@ class ConfigService:
 
     def emit(self, outcome: Outcome) -> None:
         """Report ``outcome`` on the status topic (queued while the channel is down) and in the log."""
-        outcome.ts = _now_ms()
+        outcome.ts = self._now_ms()
         outcome.running_version = self.files.load_state().version
         self.outcomes.append(outcome)
         status = outcome.to_json(self.agent.config.gateway.id)
@@ -230,17 +239,16 @@ class ConfigService:
 
     async def handle_push(self, payload: bytes) -> Outcome | None:
         """Check and apply one payload received on the config topic. None when it is ignored (an empty
-        retained-message clear, or a push already handled)."""
+        retained-message clear); a push already handled gets its recorded outcome again (:meth:`_repeat`)."""
         if not payload:
             return None
         async with self._lock:
             pid = push_id(payload)
             state = self.files.load_state()
             if pid == state.last_seen_push or pid in self._recent:
-                log.debug("config_push_repeated", push=pid)
-                return None
+                return self._repeat(pid)
             self._recent.append(pid)
-            received = _now_ms()
+            received = self._now_ms()
             remote = self.agent.config.remote_config
             trust_path = self.agent.config.trust_path
             if remote is None or trust_path is None or not remote.enabled:
@@ -250,7 +258,8 @@ class ConfigService:
             try:
                 trust = await asyncio.to_thread(TrustStore.from_file, trust_path)
                 push = open_push(payload, trust=trust, gateway=self.agent.config.gateway.id,
-                                 highest_version=state.highest_version, max_bytes=remote.max_push_bytes)
+                                 highest_version=state.highest_version, now_ms=received,
+                                 limits=push_limits(remote))
             except PushRefused as exc:
                 outcome = Outcome("rejected", "remote", version=exc.version, push=pid, received_ms=received,
                                   reasons=exc.reasons)
@@ -266,10 +275,31 @@ class ConfigService:
                               received_ms=received))
             return await self._try_push(push, received)
 
+    def refuse_busy(self, payload: bytes) -> None:
+        """A push that arrived while too many were waiting: answered at once, and not remembered, so the
+        same push sent again later is handled normally."""
+        if payload:
+            self.emit(Outcome("rejected", "remote", push=push_id(payload), received_ms=self._now_ms(),
+                              reasons=[BUSY]))
+
+    def _repeat(self, pid: str) -> Outcome:
+        """A push handled before: publish its recorded final outcome again, marked ``repeat`` (nothing is
+        applied, and nothing is written: a flood of copies costs the flash nothing)."""
+        recorded = next((entry for entry in reversed(self.files.history())
+                         if isinstance(entry, dict) and entry.get("push") == pid
+                         and entry.get("state") in FINAL_STATES), None)
+        if recorded is None:
+            outcome = Outcome("rejected", "remote", push=pid, reasons=[ALREADY_HANDLED], repeat=True)
+        else:
+            outcome = _recorded_outcome(recorded, pid)
+        log.debug("config_push_repeated", push=pid, state=outcome.state)
+        self.emit(outcome)
+        return outcome
+
     async def reload_local(self) -> Outcome:
         """SIGHUP: the technician's file through the same validation, apply and health window."""
         async with self._lock:
-            received = _now_ms()
+            received = self._now_ms()
             try:
                 text = await asyncio.to_thread(self.local_path.read_text, encoding="utf-8")
             except OSError as exc:
@@ -302,7 +332,7 @@ class ConfigService:
         except ConfigError as exc:
             outcome.state, outcome.reasons = "rejected", [str(p) for p in exc.problems]
             return self._finish(outcome)
-        reasons = _remote_rules(self.agent.config, new)
+        reasons = remote_rules(self.agent.config, new)
         if reasons:
             outcome.state, outcome.reasons = "rejected", reasons
             return self._finish(outcome)
@@ -343,7 +373,7 @@ class ConfigService:
                 await self._roll_back(old, outcome, failures, state,
                                       bad_local=accepted.local_sha256 if outcome.source == "local" else None)
                 return self._finish(outcome)
-            accepted.applied_ms = _now_ms()
+            accepted.applied_ms = self._now_ms()
             previous_trust: bytes | None = None
             try:
                 if trust is not None and new.trust_path is not None:
@@ -422,22 +452,31 @@ class ConfigService:
         for listener in self.on_change:
             listener()
 
+    def _now_ms(self) -> int:
+        return int(self.agent.clock.time() * 1000)
+
     def _finish(self, outcome: Outcome) -> Outcome:
         self.emit(outcome)
         self.files.record(outcome.to_json(self.agent.config.gateway.id))
         return outcome
 
 
-def _remote_rules(running: AgentConfig, new: AgentConfig) -> list[str]:
-    """What a push may not do even when validly signed."""
-    reasons = []
-    if new.remote_config is None or not new.remote_config.enabled:
-        reasons.append("remote_config: a push may not disable remote configuration (only a technician on site "
-                       "may, by editing the local file)")
-    elif running.remote_config is not None and new.trust_path != running.trust_path:
-        reasons.append("remote_config.trust_file: a push may not change which file holds the operator keys "
-                       "(rotate keys with a push that carries a trust list)")
-    return reasons
+def _recorded_outcome(entry: dict[str, Any], pid: str) -> Outcome:
+    """The outcome kept in the history for push ``pid`` (a file this agent wrote, read defensively)."""
+    def number(key: str) -> int | None:
+        value = entry.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def text(key: str) -> str | None:
+        value = entry.get(key)
+        return value if isinstance(value, str) else None
+
+    reasons = entry.get("reasons")
+    changed = entry.get("changed")
+    return Outcome(str(entry.get("state")), "remote", version=number("version"), push=pid, kid=text("kid"),
+                   reasons=[r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else [],
+                   received_ms=number("received_ms"),
+                   changed=changed if isinstance(changed, dict) else {}, repeat=True)
 
 
 def _health_window(config: AgentConfig) -> float:

@@ -114,7 +114,23 @@ class StateFiles:
         data = self._read_json(self.state_path)
         if not isinstance(data, dict):
             return ConfigState()
-        known = {k: data[k] for k in ConfigState.__dataclass_fields__ if k in data}
+        # Each field must have its type: a hand-edited or damaged file must not make a later comparison
+        # (e.g. a push's version against highest_version) raise instead of refusing.
+        defaults = ConfigState()
+        known: dict[str, Any] = {}
+        for name in ConfigState.__dataclass_fields__:
+            value, default = data.get(name), getattr(defaults, name)
+            if isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+            elif name == "source":
+                ok = value in ("local", "remote")
+            elif name == "applied_ms":
+                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            else:
+                ok = value is None or isinstance(value, str)
+            if name in data and not ok:
+                log.error("config_state_unreadable", path=str(self.state_path), error=f"{name}: {value!r:.40}")
+            known[name] = value if ok and name in data else default
         return ConfigState(**known)
 
     def good_text(self) -> str | None:

@@ -23,8 +23,10 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", required=True, help="the target gateway's id ([gateway] id)")
     parser.add_argument("--key", type=Path, required=True, help="operator private key (from 'config keys init')")
     parser.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
-    parser.add_argument("--version", type=int, default=None,
-                        help="version number, higher than any pushed before (default: the current Unix time)")
+    parser.add_argument("--version", type=_version, default=None,
+                        help="version number, 1 to 2**63-1, higher than any this gateway has tried and at most "
+                        "its remote_config.max_version_step above the current Unix time (default: the current "
+                        "Unix time)")
     parser.add_argument("--prefix", default="mine", help="the gateway's mqtt.topic_prefix (default: mine)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for the outcome, health window included (default 300)")
@@ -35,6 +37,18 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", type=Path, help="CA certificate file for mqtts://")
     parser.add_argument("--no-check", action="store_true",
                         help="do not validate FILE locally first (the gateway validates it anyway)")
+
+
+def _version(text: str) -> int:
+    from agent.protocol.push import MAX_VERSION
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_VERSION:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_VERSION}, not {value}")
+    return value
 
 
 def _run_push(args: argparse.Namespace) -> int:

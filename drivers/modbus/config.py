@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
-from agent.core.fields import STRICT, Name, Port, Seconds, StrictModel
+from agent.core.fields import STRICT, DevicePath, Name, Port, Seconds, StrictModel
 
 RegisterTable = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal[
@@ -250,7 +250,7 @@ class ModbusRtuTcpDevice(_ModbusDeviceBase):
 
 class ModbusRtuDevice(_ModbusDeviceBase):
     protocol: Literal["modbus-rtu"]
-    serial_port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0 or /dev/ttyS1.")
+    serial_port: DevicePath = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/ttyS1.")
     baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600
     parity: Literal["N", "E", "O"] = Field(
         "E", description="N (none), E (even, the Modbus default) or O (odd)."

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from agent.core.fields import Name, Seconds, StrictModel
+from agent.core.fields import DevicePath, Name, Seconds, StrictModel
 from drivers.serial.checksum import ChecksumSpec
 from drivers.serial.decoding import Decoder, RegexDecoder, StructDecoder, struct_value_count
 from drivers.serial.framing import DelimitedFramer, Framer, LengthFramer, Trace
@@ -294,7 +294,7 @@ class SerialTag(StrictModel):
 
 class SerialDevice(StrictModel):
     protocol: Literal["serial"]
-    port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    port: DevicePath = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 9600
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"

@@ -8,7 +8,9 @@ reboot, and no traffic to anything but itself), and every command the installer 
 as the technician user: key, configuration edit (through ``sudoedit``), validation, ``systemctl enable
 --now`` and ``mine-agent status``. Then the service behaviour docs/operations.md promises is checked on the
 real systemd: READY, a watchdog restart after the main process is frozen with SIGSTOP, ``systemctl
-reload`` applying an edited file in place, and ``systemctl stop`` ending cleanly.
+reload`` applying an edited file in place, a rotation of the operator keys by a signed push (which rewrites
+the trust list in the state directory, the one place the unit lets the agent write), and ``systemctl stop``
+ending cleanly.
 
 The broker is the Debian ``mosquitto`` package inside the container, and the field device is the agent's
 own simulated Modbus TCP PLC (``agent.demo.simulator``) on the container's loopback.
@@ -22,6 +24,7 @@ virtualenv at its real path and never starts the unit, which is where the instal
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -54,6 +57,11 @@ sed -i -e 's/^host = "broker.example.net"/host = "127.0.0.1"/' \\
        -e '/^username = /d' -e '/^password_file = /d' \\
        -e 's/^host = "192.168.10.20"/host = "127.0.0.1"\\nport = {PLC_PORT}/' "$1"
 """
+# For the trust rotation: remote configuration on, with the default trust list in the state directory.
+ENABLE_REMOTE = """#!/bin/sh
+printf '\\n[remote_config]\\nhealth_window_s = 30\\n' >> "$1"
+"""
+MINE_BACKEND = "/opt/mine-agent/venv/bin/mine-backend"
 # The second edit, applied with systemctl reload: the PLC is polled every 2 s instead of every second.
 EDIT_POLL = """#!/bin/sh
 sed -i 's/^poll_interval_s = 1.0/poll_interval_s = 2.0/' "$1"
@@ -240,6 +248,8 @@ def check_service(gw: Container, printed: list[str]) -> None:
     after = gw.show("ActiveState", "SubState", "NRestarts", "MainPID")
     assert after == {"ActiveState": "active", "SubState": "running", "NRestarts": "1", "MainPID": restarted}
 
+    check_trust_rotation(gw)
+
     # Stop: SIGTERM, windows committed, buffer closed, exit 0 well within TimeoutStopSec.
     gw.sh("sudo systemctl stop mine-agent", user=TECH, timeout=60)
     stopped = gw.show("ActiveState", "SubState", "Result", "ExecMainStatus")
@@ -248,3 +258,38 @@ def check_service(gw: Container, printed: list[str]) -> None:
                        "ExecMainStatus": "0"}, stopped
     assert '"agent_stopped"' in journal(gw)
     gw.sh("journalctl -u mine-agent --no-pager -o cat | tail -n 4")
+
+
+def check_trust_rotation(gw: Container) -> None:
+    """Operator keys rotated by a signed push under the real unit (ProtectSystem=strict): the push is applied,
+    the default trust list in the state directory now holds the new key only, the old key is refused and the
+    new one accepted."""
+    gw.sh(f"{MINE_BACKEND} config keys init /root/op1 && {MINE_BACKEND} config keys init /root/op2")
+    gw.sh("install -o mine-agent -g mine-agent -m 0644 /root/op1/operator.pub /var/lib/mine-agent/operator.trust")
+    gw.sh(f"cat > ~/enable-remote <<'EOF'\n{ENABLE_REMOTE}EOF\nchmod 755 ~/enable-remote", user=TECH, record=False)
+    gw.sh("sudoedit /etc/mine-agent/agent.toml", user=TECH, env={"SUDO_EDITOR": f"/home/{TECH}/enable-remote"})
+    gw.sh("sudo mine-agent validate /etc/mine-agent/agent.toml", user=TECH)
+    gw.sh("sudo systemctl reload mine-agent", user=TECH)
+    wait_for("the configuration channel", lambda: '"config_channel_connected"' in journal(gw), timeout=60)
+    found = re.search(r'^id = "(.*)"$', gw.sh("cat /etc/mine-agent/agent.toml", record=False).stdout, re.MULTILINE)
+    assert found is not None
+    version = int(time.time())
+
+    def push(key: str, version: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        return gw.sh(f"{MINE_BACKEND} config push --gateway {found.group(1)} --broker mqtt://127.0.0.1:1883 "
+                     f"--timeout 120 --key /root/{key}/operator.key --version {version} {' '.join(extra)} "
+                     "/etc/mine-agent/agent.toml", timeout=180, check=False)
+
+    rotated = push("op1", version, "--trust", "/root/op2/operator.pub")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert json.loads(rotated.stdout.splitlines()[-1])["state"] == "applied"
+    new_key = gw.sh("cat /root/op2/operator.pub", record=False).stdout.strip()
+    trust = gw.sh("ls -l /var/lib/mine-agent/operator.trust && cat /var/lib/mine-agent/operator.trust").stdout
+    assert [line for line in trust.splitlines() if line.startswith("ed25519:")] == [new_key]
+    gw.sh("test -f /var/lib/mine-agent/config/trust.prev")
+
+    old_refused = push("op1", version + 1)
+    assert old_refused.returncode == 1, old_refused.stdout + old_refused.stderr
+    assert "unknown key id" in old_refused.stdout
+    new_accepted = push("op2", version + 2)
+    assert new_accepted.returncode == 0, new_accepted.stdout + new_accepted.stderr

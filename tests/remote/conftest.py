@@ -101,9 +101,11 @@ health_window_s = {HEALTH_WINDOW_S}
     # -- pushes --------------------------------------------------------------------------------------------
 
     def sign(self, toml: str, *, version: int, gateway: str | None = None, signer: BatchSigner | None = None,
-             trust: list[str] | None = None) -> bytes:
+             trust: list[str] | None = None, issued_ms: int | None = None) -> bytes:
+        """A signed push; issued now (made unique per push, so equal texts give distinct pushes) unless given."""
+        issued = int(time.time() * 1000) + self._bump() if issued_ms is None else issued_ms
         return sign_push(signer or self.operator, gateway=gateway or self.gw.id, version=version, toml=toml,
-                         issued_ms=int(time.time() * 1000) + self._bump(), trust=trust)
+                         issued_ms=issued, trust=trust)
 
     def _bump(self) -> int:
         self.pushes += 1

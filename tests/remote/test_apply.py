@@ -44,23 +44,32 @@ def test_device_that_cannot_be_reached_is_rolled_back(remote_gw: RemoteGateway) 
     assert (after["version"], after["source"], after["highest_version"]) == (0, before["source"], 7)
 
 
-def test_push_that_breaks_the_uplink_reports_after_rollback(remote_gw: RemoteGateway) -> None:
-    """A push pointing MQTT at a dead port cannot connect its uplink; it is rolled back to the working
-    broker, its outcome still arrives, and the batches made meanwhile stay in the same buffer and are sent."""
-    rg = remote_gw
-    inode, head = rg.buffer_inode(), rg.buffer_head()
-    text = rg.toml(mqtt_port=free_port())
-    rg.toml()
+def test_push_that_breaks_the_uplink_reports_after_rollback(tmp_path: Path, broker: Mosquitto,
+                                                           plcs: list[SimulatedPlc]) -> None:
+    """A push pointing MQTT at a dead port (one the local file allows a push to choose) cannot connect its
+    uplink; it is rolled back to the working broker, its outcome still arrives, and the batches made meanwhile
+    stay in the same buffer and are sent."""
+    rg = RemoteGateway(tmp_path, broker, [p.port for p in plcs])
+    dead = free_port()
+    allowed = f'allowed_brokers = ["mqtt://127.0.0.1:{dead}"]'
+    rg.toml(remote_extra=allowed)
+    rg.start()
+    try:
+        inode, head = rg.buffer_inode(), rg.buffer_head()
+        text = rg.toml(mqtt_port=dead, remote_extra=allowed)
+        rg.toml(remote_extra=allowed)
 
-    status = rg.push(rg.sign(text, version=8))
+        status = rg.push(rg.sign(text, version=8))
 
-    assert status["_all"] == ["received", "rolled_back"]
-    assert len(status["reasons"]) == 1
-    assert status["reasons"][0].startswith(f"uplink: not connected to the broker within {HEALTH_WINDOW_S:g} s")
-    assert "uplink" in status["changed"]["restarted"]
-    assert rg.buffer_inode() == inode
-    wait_until(lambda: rg.buffer_head() > head + 5, 30, "batches to keep being stored")
-    wait_until(lambda: _buffer_rows(rg) <= 3, 60, "the backlog made during the window to be delivered")
+        assert status["_all"] == ["received", "rolled_back"]
+        assert len(status["reasons"]) == 1
+        assert status["reasons"][0].startswith(f"uplink: not connected to the broker within {HEALTH_WINDOW_S:g} s")
+        assert "uplink" in status["changed"]["restarted"]
+        assert rg.buffer_inode() == inode
+        wait_until(lambda: rg.buffer_head() > head + 5, 30, "batches to keep being stored")
+        wait_until(lambda: _buffer_rows(rg) <= 3, 60, "the backlog made during the window to be delivered")
+    finally:
+        rg.stop()
 
 
 def test_good_push_restarts_only_the_changed_device(remote_gw: RemoteGateway) -> None:

@@ -7,6 +7,7 @@ keeps the table quick; it starts with version 10 applied so that replays have so
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -126,6 +127,34 @@ def _bad_trust_list(rg: RemoteGateway) -> bytes:
     return rg.sign(_good_text(rg), version=30, trust=["ed25519:AAAA"])
 
 
+_DAY_MS = 86_400_000
+
+
+def _expired(rg: RemoteGateway) -> bytes:
+    """A push captured four days ago: a gateway whose state was lost must not apply it again."""
+    return rg.sign(_good_text(rg), version=31, issued_ms=int(time.time() * 1000) - 4 * _DAY_MS)
+
+
+def _from_the_future(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg), version=32, issued_ms=int(time.time() * 1000) + 3_600_000)
+
+
+def _huge_version(rg: RemoteGateway) -> bytes:
+    """Would lock out every later push if accepted (nothing is above 2**63-1); later rows prove it was not."""
+    return rg.sign(_good_text(rg), version=2**63 - 1)
+
+
+def _reads_a_file_out_to_a_listener(rg: RemoteGateway) -> bytes:
+    """The exfiltration: the gateway's signing key as the MQTT password, sent to a broker of the push's choice."""
+    text = _good_text(rg).replace('port = ', f'username = "x"\npassword_file = "{rg.gw.keys / "gateway.key"}"\n'
+                                  'port = ', 1).replace('host = "127.0.0.1"', 'host = "127.0.0.2"', 1)
+    return rg.sign(text, version=33)
+
+
+def _health_on_every_address(rg: RemoteGateway) -> bytes:
+    return rg.sign(_good_text(rg).replace('listen = "127.0.0.1:', 'listen = "0.0.0.0:'), version=34)
+
+
 # (payload maker, the states reported in order, the reasons: exact text, or a prefix ending in "...")
 CASES: dict[str, tuple[Callable[[RemoteGateway], bytes], list[str], list[str]]] = {
     "bad signature": (_bad_signature, ["rejected"], ["signature refused: signature does not verify"]),
@@ -153,6 +182,15 @@ CASES: dict[str, tuple[Callable[[RemoteGateway], bytes], list[str], list[str]]] 
     "not msgpack": (_not_msgpack, ["rejected"], ["malformed: not a msgpack push (ExtraData)"]),
     "wrong shape": (_wrong_shape, ["rejected"], ["malformed: a push is the array [1, document, signature]"]),
     "bad trust list": (_bad_trust_list, ["rejected"], ["trust[0]: an ed25519 public key has 32 bytes, this one has 3"]),
+    "expired": (_expired, ["rejected"], ["expired: issued 3456..."]),
+    "issued an hour in the future": (_from_the_future, ["rejected"], ["issued 35..."]),
+    "version 2**63-1": (_huge_version, ["rejected"], [
+        f"version {2**63 - 1} is more than remote_config.max_version_step..."]),
+    "password file read out to a broker of the push's choice": (_reads_a_file_out_to_a_listener, [
+        "received", "rejected"], ["mqtt.password_file: a push may not change a file path...",
+                                  "mqtt: a push may not move the broker connection to mqtt://127.0.0.2:..."]),
+    "health endpoint on every address": (_health_on_every_address, ["received", "rejected"], [
+        "health.listen: a push may not open the health endpoint (no password) on 0.0.0.0..."]),
 }
 
 
@@ -198,23 +236,83 @@ def test_invalid_config_reports_every_problem_with_its_line(gateway: RemoteGatew
     assert status["reasons"] == [str(p) for p in validated.value.problems]
 
 
-def test_repeated_delivery_of_a_push_is_handled_once(gateway: RemoteGateway, tmp_path: Path) -> None:
-    """The same push bytes delivered again (retained copy, QoS 1 redelivery) are ignored, not re-applied
-    or re-reported."""
+def test_repeated_delivery_of_a_push_gets_its_outcome_again(gateway: RemoteGateway, tmp_path: Path) -> None:
+    """The same push bytes delivered again (retained copy, QoS 1 redelivery, the operator sending it twice) are
+    not handled again, but the operator's tool gets an answer at once: the recorded outcome, marked repeat."""
     rg = gateway
     payload = rg.sign(_good_text(rg), version=3)
     rg.toml()
-    rg.push(payload)
+    first = rg.push(payload)
     entries = len(rg.history())
 
+    again = rg.push(payload, wait_s=30.0)
+
+    assert first["state"] == "rejected"
+    assert (again["_all"], again["repeat"], again["reasons"]) == (["rejected"], True, first["reasons"])
+    assert len(rg.history()) == entries
+
+
+def test_a_refused_push_sends_nothing_to_the_broker_it_names(gateway: RemoteGateway) -> None:
+    """A push aiming the password file at the gateway key and the broker at a listener of its choosing: the
+    listener never sees a connection, so no file content can leave in MQTT CONNECT."""
+    import socket
+
+    rg = gateway
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(5.0)
+        port = listener.getsockname()[1]
+        text = _good_text(rg).replace("port = ", f'username = "x"\npassword_file = "{rg.gw.keys / "gateway.key"}"'
+                                      "\nport = ", 1).replace(f"port = {rg.broker.port}", f"port = {port}", 1)
+        rg.toml()
+        status = rg.push(rg.sign(text, version=35))
+        assert status["state"] == "rejected", status
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
+    """While one push sits in its health window, a burst of others arrives: more than the gateway queues.
+    Each gets a final status all the same (the queued ones their own outcome, the rest 'busy'), so no
+    operator's tool is left waiting for nothing."""
     import asyncio
+    import json
+
+    import aiomqtt
 
     from agent.protocol.push import push_id
-    from backend.operator import push_and_wait
-    from backend.receiver import BrokerAddress
+    from agent.remote.service import BUSY
 
-    again = asyncio.run(push_and_wait(BrokerAddress("127.0.0.1", rg.broker.port, tls=False), payload,
-                                      prefix="mine", gateway=rg.gw.id, push=push_id(payload), wait_s=3.0))
+    rg = gateway
+    slow = rg.sign(rg.toml(devices={"plc1": rg.plc_ports[0], "plc9": rg.plc_ports[1]}), version=60)
+    rg.toml()
+    burst = [_bad_signature(rg) for _ in range(16)]
+    rg.toml()
+    pushes = {push_id(p) for p in [slow, *burst]}
+    topic = f"mine/{rg.gw.id}/config"
 
-    assert again is None
-    assert len(rg.history()) == entries
+    async def flood() -> dict[str, dict[str, object]]:
+        finals: dict[str, dict[str, object]] = {}
+        async with aiomqtt.Client("127.0.0.1", rg.broker.port) as client:
+            await client.subscribe(f"{topic}/status", qos=1)
+            await client.publish(topic, slow, qos=1)
+            await asyncio.sleep(1.0)  # the slow one is in its health window
+            for payload in burst:
+                await client.publish(topic, payload, qos=1)
+            async with asyncio.timeout(60):
+                async for message in client.messages:
+                    status = json.loads(message.payload)  # type: ignore[arg-type]
+                    if status.get("push") in pushes and status["state"] in ("rejected", "applied", "rolled_back"):
+                        finals[status["push"]] = status
+                        if len(finals) == len(pushes):
+                            break
+            await client.publish(topic, b"", qos=1, retain=True)
+        return finals
+
+    finals = asyncio.run(flood())
+
+    assert finals.keys() == pushes
+    busy = [p for p, s in finals.items() if s["reasons"] == [BUSY]]
+    assert busy, "the burst never filled the queue: this test proved nothing"
+    assert finals[push_id(slow)]["state"] == "rolled_back"

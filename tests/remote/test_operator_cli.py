@@ -88,3 +88,45 @@ def test_push_refuses_an_invalid_file_before_sending(tmp_path: Path, broker: Mos
     assert out.returncode == 1
     assert "nothing was pushed" in out.stderr
     assert "gateway: missing required key 'key_file'" in out.stderr
+
+
+HOSTILE_STATUSES = [
+    b'{"state": ["applied"], "push": "PUSH"}',  # an unhashable state: TypeError in the tool before
+    b"[" * 50_000 + b"]" * 50_000,  # deeper than the JSON parser's recursion
+    b'{"state": 7, "push": "PUSH", "version": 1e999, "reasons": {"a": 1}, "changed": [1]}',
+    b'{"state": "received", "push": "PUSH", "version": -1, "reasons": {"a": 1}, "changed": [1], "ts": NaN}',
+    b'{"state": "applied", "push": {"x": 1}}',
+    b"\xff\xfe not json",
+    b"",
+]
+
+
+def test_push_survives_hostile_statuses(broker: Mosquitto, tmp_path: Path) -> None:
+    """Whatever someone publishes on the status topic while 'config push' waits, the tool keeps waiting and
+    returns the gateway's real outcome (here published by hand, after the hostile ones), checked and trimmed."""
+    import asyncio
+
+    import aiomqtt
+
+    from backend.operator import push_and_wait
+    from backend.receiver import BrokerAddress
+
+    push = "0123456789abcdef"
+    topic = "mine/gw-h/config/status"
+
+    async def scenario() -> dict[str, object] | None:
+        waiting = asyncio.create_task(push_and_wait(BrokerAddress("127.0.0.1", broker.port, tls=False), b"x",
+                                                    prefix="mine", gateway="gw-h", push=push, wait_s=30.0))
+        async with aiomqtt.Client("127.0.0.1", broker.port) as attacker:
+            await asyncio.sleep(1.0)  # the tool has subscribed
+            for payload in HOSTILE_STATUSES:
+                await attacker.publish(topic, payload.replace(b"PUSH", push.encode()), qos=1)
+            final = {"state": "applied", "push": push, "version": 5, "reasons": ["ok"], "extra": "x" * 10}
+            await attacker.publish(topic, json.dumps(final).encode(), qos=1)
+        return await waiting
+
+    status = asyncio.run(scenario())
+
+    assert status is not None
+    assert (status["state"], status["version"], status["reasons"]) == ("applied", 5, ["ok"])
+    assert "extra" not in status

@@ -143,3 +143,19 @@ def test_local_edit_that_was_rolled_back_does_not_start_at_boot(tmp_path: Path) 
     changed, _ = startup_config(gw.config_path)
 
     assert (kept.pipeline.window_s, changed.pipeline.window_s) == (1, 5)
+
+
+def test_state_file_values_of_the_wrong_type_fall_back_to_defaults(tmp_path: Path) -> None:
+    """A state.json with values of the wrong type (damaged, hand-edited) loads with defaults for those fields,
+    so a push's version is compared with a number, never with whatever the file held."""
+    from agent.remote.state import StateFiles
+
+    files = StateFiles(tmp_path)
+    files.dir.mkdir(parents=True)
+    files.state_path.write_text('{"source": "remote", "version": "7", "highest_version": 1e999, '
+                                '"push": ["x"], "applied_ms": true, "kid": "k"}')
+
+    state = files.load_state()
+
+    assert (state.source, state.version, state.highest_version, state.push, state.applied_ms, state.kid) == (
+        "remote", 0, 0, None, None, "k")
