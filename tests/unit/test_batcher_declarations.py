@@ -45,12 +45,14 @@ async def test_after_kill_9_the_first_gap_batch_declares_the_collection_gap(tmp_
         await queue.close()
     assert [b.kind for b in stored] == ["gap", "data"]
     gap = open_frame(stored[0].frame)
-    assert gap.seq == head[0] + 1 and gap.prev == head[1]
+    assert gap.seq == head[0] + 1
+    assert gap.prev == head[1]
     verify_frame(stored[0].frame, TrustStore({signer.kid: signer.public_raw}))
     outage = decode_body(gap).tables[OUTAGE_TABLE]
     assert outage.cols == OUTAGE_COLUMNS
     assert outage.rows == [[last.t1_ms, T_NEW, "unclean_stop", TAGS]]
-    assert gap.t0 <= last.t1_ms and gap.t1 >= T_NEW
+    assert gap.t0 <= last.t1_ms
+    assert gap.t1 >= T_NEW
 
 
 async def test_a_clean_stop_declares_no_outage(tmp_path: Path) -> None:
@@ -95,14 +97,18 @@ async def test_no_second_gap_batch_while_one_waits_and_the_buffer_drops(tmp_path
         assert stats.by_kind["gap"] == 1
         assert stats.condition == "dropping"
         pending = await queue.pending_drops()
-        assert len(pending) == 1  # coalesced into one growing record
         (gap,) = await queue.peek(1, kinds=["gap"])
+        # Coalesced: one growing record per run of evicted seqs, and the queued gap batch is what splits them.
+        assert pending[0].last_seq == gap.seq - 1
+        assert len(pending) == 2
+        assert pending[1].first_seq == gap.seq + 1
         await queue.ack([gap.seq])
         await clock.advance(10)
         await batcher.submit(PipelineOutput(raw=[_raw(T_NEW + 999_000, "t0")]))
         gaps = await queue.peek(10, kinds=["gap"])
         assert len(gaps) == 1
         rows = decode_body(open_frame(gaps[0].frame)).tables["gap"].rows
-        assert rows[0][0] == pending[0].first_seq and rows[-1][1] >= pending[0].last_seq
+        assert rows[0][0] == pending[0].first_seq
+        assert rows[-1][1] >= pending[1].last_seq
     finally:
         await queue.close()
