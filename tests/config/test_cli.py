@@ -98,7 +98,8 @@ def test_a_watermark_larger_than_the_file_system_is_flagged(tmp_path: Path, caps
     assert status == 0
     warning = next(line for line in out.splitlines() if "buffer.min_free_bytes" in line)
     assert warning.startswith(f"{path}: warning: buffer.min_free_bytes")
-    assert "file system" in warning and "clamp" in warning
+    assert "file system" in warning
+    assert "clamp" in warning
 
 
 def test_limits_that_fit_give_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
