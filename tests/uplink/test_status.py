@@ -61,12 +61,14 @@ async def test_status_says_not_publishing_while_the_disk_is_full_and_recovers(
             with pytest.raises(BufferFull):
                 await producer.append()
             await wait_until(lambda: seen[-1].get("reason") == "disk_full", "status says disk_full")
-            assert seen[-1]["state"] == "online" and seen[-1]["publishing"] is False
+            assert seen[-1]["state"] == "online"
+            assert seen[-1]["publishing"] is False
             free["bytes"] = 1 << 40
             await producer.append()
             await wait_until(lambda: seen[-1].get("publishing") is True, "status says publishing again")
         await wait_until(lambda: seen[-1]["state"] == "offline", "offline after stop")
-        assert seen[-1]["publishing"] is False and seen[-1]["reason"] == "stopped"
+        assert seen[-1]["publishing"] is False
+        assert seen[-1]["reason"] == "stopped"
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
