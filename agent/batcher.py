@@ -24,8 +24,9 @@ would mean removing a signed, chained batch -- the very thing a receiver must be
 
 A start after an unclean stop (kill -9, power cut: the buffer's ``previous_run()`` says so) lost the samples
 the agent held in memory. The first gap batch of the new run declares that collection gap in an ``outage``
-row: from the ``t1`` of the last batch committed before the stop to the time of the first new sample (or the
-time of the final flush, if none came), reason ``unclean_stop``, naming the configured tags (``outage_tags``).
+row, made at the new run's first flush: from the ``t1`` of the last batch committed before the stop to the time
+of the first new sample (the time of that flush if no sample is waiting yet: starting up is not an outage),
+reason ``unclean_stop``, naming the configured tags (``outage_tags``).
 Signed and chained like every batch, it lets a regulator tell "the agent was not collecting" from "data was
 removed".
 """
@@ -150,8 +151,7 @@ class Batcher:
         """
         try:
             now = self.clock.monotonic()
-            outage = self._outage_from is not None and (bool(self._pending) or final)
-            if outage or final or now >= self._next_declare:
+            if self._outage_from is not None or final or now >= self._next_declare:
                 self._next_declare = now + self.declare_interval_s
                 await self._declare_drops()
             while self._pending:
@@ -245,7 +245,7 @@ class Batcher:
 
     def _outage_row(self) -> list[Any] | None:
         """The ``outage`` row of the collection gap still to declare: up to the first sample waiting to be
-        stored, or up to now when none is (the final flush of a run that collected nothing)."""
+        stored, or up to now when none is yet."""
         if self._outage_from is None:
             return None
         firsts = [min(_column(rows, 1)) for _, _, rows in self._pending if len(rows)]
