@@ -28,7 +28,9 @@ row, made at the new run's first flush: from the ``t1`` of the last batch commit
 of the first new sample (the time of that flush if no sample is waiting yet: starting up is not an outage),
 reason ``unclean_stop``, naming the configured tags (``outage_tags``).
 Signed and chained like every batch, it lets a regulator tell "the agent was not collecting" from "data was
-removed".
+removed". Rows discarded from memory because the buffer refused appends for too long are declared the same
+way once the buffer accepts a gap batch again: one ``outage`` row per reason (the buffer's condition:
+``disk_full``, ``buffer_full``, or ``store_error``) spanning the discarded rows' times and naming their tags.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.core.clock import Clock, SystemClock
-from agent.core.errors import BufferStoreError
+from agent.core.errors import BufferFull, BufferStoreError
 from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
@@ -114,6 +116,8 @@ class Batcher:
         self.outage_tags = sorted(outage_tags)
         # Start of a collection gap not yet declared (the previous run stopped uncleanly), Unix ms.
         self._outage_from: int | None = None
+        # Rows discarded unbuffered, not yet declared: reason -> [from_ms, to_ms, tags].
+        self._discarded: dict[str, list[Any]] = {}
         self._failing = False  # appends are failing: logged once, not on every flush
 
     async def open(self) -> None:
@@ -151,7 +155,7 @@ class Batcher:
         """
         try:
             now = self.clock.monotonic()
-            if self._outage_from is not None or final or now >= self._next_declare:
+            if self._outage_from is not None or self._discarded or final or now >= self._next_declare:
                 self._next_declare = now + self.declare_interval_s
                 await self._declare_drops()
             while self._pending:
@@ -177,7 +181,7 @@ class Batcher:
                     raise
         except BufferStoreError as exc:
             self.stats.append_failures += 1
-            self._bound_pending()
+            self._bound_pending(exc.condition if isinstance(exc, BufferFull) else "store_error")
             # Once per streak of failures: a buffer refusing appends for hours would otherwise log every flush.
             (log.debug if self._failing else log.warning)(
                 "buffer_append_failed", error=str(exc), seq=self._seq + 1,
@@ -188,10 +192,11 @@ class Batcher:
                 log.info("batcher_appends_resumed", seq=self._seq, failures=self.stats.append_failures)
             self._failing = False
 
-    def _bound_pending(self) -> None:
+    def _bound_pending(self, reason: str) -> None:
         """Keep at most ``max_pending_rows`` in memory while the buffer refuses appends: the oldest data rows
         go first, alarm rows only when nothing else is left, because alarms are what a regulator asks about
-        first. What is discarded is counted in ``rows_dropped_unbuffered`` and logged."""
+        first. What is discarded is counted in ``rows_dropped_unbuffered``, logged, and kept as an outage of
+        ``reason`` to declare (module docstring)."""
         total = sum(len(r) for _, _, r in self._pending)
         while total > self.max_pending_rows and self._pending:
             i = next((i for i, (k, _, _) in enumerate(self._pending) if k != "alarm"), 0)
@@ -203,19 +208,30 @@ class Batcher:
             else:
                 self._pending.pop(i)
             total -= len(dropped)
+            self._note_discarded(reason, name, dropped)
             self.stats.rows_dropped_unbuffered += len(dropped)
             log.error("batcher_rows_dropped", rows=len(dropped), kind=kind,
                       error="the buffer refused appends for too long; oldest unbuffered rows discarded")
 
+    def _note_discarded(self, reason: str, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Widen the pending outage of ``reason`` to cover ``rows`` (their times and tags)."""
+        starts = list(_column(rows, 1))
+        if not starts:
+            return
+        ends = list(map(add, starts, _column(rows, 2))) if table == WIN_TABLE else starts
+        span = self._discarded.setdefault(reason, [min(starts), max(ends), set()])
+        span[0], span[1] = min(span[0], *starts), max(span[1], *ends)
+        span[2].update(_column(rows, 0))
+
     async def _declare_drops(self) -> None:
-        """One gap batch with the pending drops and the undeclared collection gap, if any; postponed while an
+        """One gap batch with the pending drops and the undeclared collection gaps, if any; postponed while an
         earlier gap batch is queued and the buffer is dropping (module docstring)."""
-        outage = self._outage_row()
-        if outage is None and await self._earlier_declaration_waits():
+        outages = self._outage_rows()
+        if not outages and await self._earlier_declaration_waits():
             self.stats.declarations_postponed += 1
             return
         drops = await self.queue.pending_drops()
-        if not drops and outage is None:
+        if not drops and not outages:
             return
         tables: dict[str, wire.Table] = {}
         if drops:
@@ -224,33 +240,36 @@ class Batcher:
                 for d in drops])
         starts = [d.from_ms for d in drops if d.from_ms > 0]  # a drop of unknown content has times 0
         ends = [d.to_ms for d in drops]
-        if outage is not None:
-            tables[OUTAGE_TABLE] = wire.Table(OUTAGE_COLUMNS, [outage])
-            starts.append(outage[0])
-            ends.append(outage[1])
+        if outages:
+            tables[OUTAGE_TABLE] = wire.Table(OUTAGE_COLUMNS, outages)
+            starts.extend(row[0] for row in outages)
+            ends.extend(row[1] for row in outages)
         t0 = min(starts) if starts else min(d.from_ms for d in drops)
         t1 = max(t0, *ends)
         body = wire.encode_body([], tables, t0, self.compression)
         await self._store("gap", body, t0, t1, sum(len(t.rows) for t in tables.values()),
                           declares=[d.id for d in drops])
         self.stats.gap_batches += 1
-        if outage is not None:
-            self._outage_from = None
+        self._outage_from = None
+        self._discarded.clear()
+        for row in outages:
             self.stats.outages_declared += 1
-            log.warning("batcher_outage_declared", seq=self._seq, from_ms=outage[0], to_ms=outage[1],
-                        reason=outage[2])
+            log.warning("batcher_outage_declared", seq=self._seq, from_ms=row[0], to_ms=row[1], reason=row[2])
         if drops:
             log.warning("batcher_gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
                         records=sum(d.records for d in drops), reasons=sorted({d.reason for d in drops}))
 
-    def _outage_row(self) -> list[Any] | None:
-        """The ``outage`` row of the collection gap still to declare: up to the first sample waiting to be
-        stored, or up to now when none is yet."""
-        if self._outage_from is None:
-            return None
-        firsts = [min(_column(rows, 1)) for _, _, rows in self._pending if len(rows)]
-        to_ms = min(firsts) if firsts else int(self.clock.time() * 1000)
-        return [self._outage_from, max(self._outage_from, to_ms), "unclean_stop", list(self.outage_tags)]
+    def _outage_rows(self) -> list[list[Any]]:
+        """The ``outage`` rows still to declare: the collection gap of an unclean stop (up to the first sample
+        waiting to be stored, or up to now when none is yet), then the rows discarded unbuffered, by reason."""
+        rows: list[list[Any]] = []
+        if self._outage_from is not None:
+            firsts = [min(_column(rows, 1)) for _, _, rows in self._pending if len(rows)]
+            to_ms = min(firsts) if firsts else int(self.clock.time() * 1000)
+            rows.append([self._outage_from, max(self._outage_from, to_ms), "unclean_stop", list(self.outage_tags)])
+        for reason, (from_ms, to_ms, tags) in sorted(self._discarded.items()):
+            rows.append([from_ms, to_ms, reason, sorted(tags)])
+        return rows
 
     async def _earlier_declaration_waits(self) -> bool:
         """An earlier gap batch is still queued while the buffer drops or refuses: declaring now would only
