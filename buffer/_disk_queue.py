@@ -156,6 +156,7 @@ class DiskQueue:
         self.sync = sync
         self._free_disk = free_disk or _free_disk_bytes
         self._disk_size = disk_size or _disk_size_bytes
+        self._configured = (max_bytes, min_free_bytes)  # as given; fitted to the file system at every open
         self._clamped: list[str] = []
         self._cap_from_disk = False  # max_bytes was clamped to what the file system holds
         self._condition: str | None = None
@@ -200,11 +201,12 @@ class DiskQueue:
         except OSError as exc:
             log.warning("buffer_statvfs_failed", path=str(self.path), error=str(exc))
             return
-        fit = fit_limits(fs_bytes, max_bytes=self.max_bytes, min_free_bytes=self.min_free_bytes)
+        max_bytes, min_free_bytes = self._configured
+        fit = fit_limits(fs_bytes, max_bytes=max_bytes, min_free_bytes=min_free_bytes)
         if fit.notes:
             log.warning("buffer_limits_clamped", path=str(self.path), fs_bytes=fs_bytes, max_bytes=fit.max_bytes,
                         min_free_bytes=fit.min_free_bytes, error="; ".join(fit.notes))
-        self._cap_from_disk = fit.max_bytes < self.max_bytes
+        self._cap_from_disk = fit.max_bytes < max_bytes
         self.max_bytes, self.min_free_bytes = fit.max_bytes, fit.min_free_bytes
         self._clamped = list(fit.notes)
 
@@ -834,7 +836,8 @@ class DiskQueue:
         """Losses not yet declared in a signed gap batch, oldest first.
 
         Records returned here are frozen: later evictions start new records instead of extending them, so a
-        gap batch built from this list declares exactly what it says.
+        gap batch built from this list declares exactly what it says. An append that declares them and fails
+        (refused or rolled back) thaws them again.
         """
         conn = self._db()
         out = [DropRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])) for r in conn.execute(
