@@ -100,6 +100,13 @@ def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock
     return MqttUplink(config, gateway_id, queue, clock=clock)
 
 
+def configured_tags(config: AgentConfig) -> list[str]:
+    """Full names of every configured tag: device tags and calculated tags."""
+    names = {f"{name}.{tag.name}" for name, dev in config.devices.items() for tag in dev.tags}
+    names.update(f"calc.{calc.name}" for calc in config.calculated)
+    return sorted(names)
+
+
 def raw_tags(config: AgentConfig) -> frozenset[str]:
     return raw_tag_names(config)
 
@@ -178,8 +185,10 @@ class Agent:
                                       min_free_bytes=int(cfg.buffer.min_free_bytes))
         await self.queue.open()
         try:
+            # The tags configured when the agent starts are the ones an unclean stop kept from being collected.
             self.batcher = Batcher(cfg.gateway.id, signer, self.queue, compression=cfg.pipeline.compression,
-                                   max_rows=cfg.pipeline.batch_max_rows, clock=self.clock)
+                                   max_rows=cfg.pipeline.batch_max_rows, outage_tags=configured_tags(cfg),
+                                   clock=self.clock)
             await self.batcher.open()
             async with TaskGroup() as tg:
                 self._tg = tg

@@ -19,7 +19,12 @@ Why it is built this way (MQTT 3.1.1 §4.3.2 QoS 1; aiomqtt 2.5 / paho 2.2, see 
   queues): over a 30-80 ms 5G round trip a single outstanding publish would cap the link at ~20 batches/s.
 * Persistent session (``clean_session=False``, fixed client id) so backend acks published while the gateway
   was away are delivered when it returns. Status topic: a retained ``online`` after every connect; the last
-  will, also retained, says ``offline``; a clean shutdown publishes ``offline`` itself.
+  will, also retained, says ``offline``; a clean shutdown publishes ``offline`` itself. Every status also says
+  whether the gateway is getting its batches stored and out (``publishing``) and if not, why (``reason``):
+  the buffer's condition (``disk_full``, ``buffer_full``, ``dropping``, ``store_error``), ``link`` in the
+  last will, ``stopped`` after a clean shutdown. While connected the buffer's condition is checked every
+  second and a new retained status is published when it changes, so "online" never hides a gateway that
+  stores nothing.
 
 Lanes (the replay order after an outage). Every free publish slot is filled by, in order:
 
@@ -150,6 +155,7 @@ class MqttUplink:
         self._ever_connected = False
         self._outage_started: float | None = None
         self._dropped_in_flight = 0
+        self._announced: str | None = None  # the buffer condition the last "online" status carried
 
     def topic_for(self, kind: str) -> str:
         """The topic a batch of ``kind`` is published on: ``<prefix>/<gw>/batch/<kind>``."""
@@ -227,6 +233,7 @@ class MqttUplink:
                 async with TaskGroup() as tg:
                     tg.create_task(self._watch_link(client), name=f"uplink[{self._gw}].watch")
                     tg.create_task(self._watch_data(), name=f"uplink[{self._gw}].data")
+                    tg.create_task(self._watch_status(client), name=f"uplink[{self._gw}].status")
                     tg.create_task(self._pump(client, tg), name=f"uplink[{self._gw}].pump")
             except BaseExceptionGroup as group:
                 raise _first_link_failure(group) from None
@@ -249,8 +256,8 @@ class MqttUplink:
             # The password file and TLS files are read again at every connect (a rotated one is picked up);
             # this timeout is a backstop for a read that hangs (a stalled network file system).
             async with timeout(cfg.connect_timeout_s + 5.0):
-                client = await create_client(self._settings,
-                                             will=LastWill(self.status_topic, _status("offline", self._clock)))
+                client = await create_client(self._settings, will=LastWill(
+                    self.status_topic, _status("offline", self._clock, publishing=False, reason="link")))
         except (AgentError, OSError, ValueError) as exc:
             self.stats.connect_failures += 1
             raise _LinkFailed(f"cannot prepare the connection: {exc}",
@@ -262,7 +269,8 @@ class MqttUplink:
                 await cancellable(client.__aenter__())
                 if self._backend_mode:
                     await client.subscribe(self.ack_topic, qos=1, timeout=cfg.publish_timeout_s)
-                await client.publish(self.status_topic, _status("online", self._clock), qos=1, retain=True,
+                self._announced = self._queue.condition
+                await client.publish(self.status_topic, self._online_status(self._announced), qos=1, retain=True,
                                      timeout=cfg.publish_timeout_s)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
             drop_client(client)
@@ -278,8 +286,9 @@ class MqttUplink:
         """On shutdown: retained "offline" and a clean DISCONNECT (which also stops the will)."""
         with contextlib.suppress(Exception):
             async with timeout(SHUTDOWN_TIMEOUT_S):
-                await client.publish(self.status_topic, _status("offline", self._clock), qos=1, retain=True,
-                                     timeout=SHUTDOWN_TIMEOUT_S)
+                await client.publish(self.status_topic,
+                                     _status("offline", self._clock, publishing=False, reason="stopped"),
+                                     qos=1, retain=True, timeout=SHUTDOWN_TIMEOUT_S)
                 await client.__aexit__(None, None, None)
 
     async def _watch_link(self, client: aiomqtt.Client) -> None:
@@ -292,6 +301,26 @@ class MqttUplink:
         except aiomqtt.MqttError as exc:
             raise _LinkFailed(f"connection to {self.broker} lost: {_describe(exc)}") from exc
         raise _LinkFailed(f"connection to {self.broker} closed")
+
+    def _online_status(self, condition: str | None) -> bytes:
+        return _status("online", self._clock, publishing=condition is None, reason=condition)
+
+    async def _watch_status(self, client: aiomqtt.Client) -> None:
+        """Publishes a new retained status when the buffer's condition changes (disk full, buffer full, data
+        being dropped, and back), so the backend learns it without waiting for a reconnect."""
+        while True:
+            await self._clock.sleep(IDLE_POLL_S)
+            condition = self._queue.condition
+            if condition == self._announced:
+                continue
+            try:
+                await client.publish(self.status_topic, self._online_status(condition), qos=1, retain=True,
+                                     timeout=self._config.publish_timeout_s)
+            except aiomqtt.MqttError as exc:
+                raise _LinkFailed(f"status publish failed: {_describe(exc)}") from exc
+            self._log.info("uplink_status_changed", publishing=condition is None, reason=condition,
+                           previous=self._announced)
+            self._announced = condition
 
     async def _watch_data(self) -> None:
         """Wakes the pump when the batcher appends, so an idle uplink does not poll."""
@@ -491,8 +520,11 @@ class MqttUplink:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _status(state: str, clock: Clock) -> bytes:
-    return json.dumps({"state": state, "ts": int(clock.time() * 1000)}, separators=(",", ":")).encode()
+def _status(state: str, clock: Clock, *, publishing: bool, reason: str | None) -> bytes:
+    """The retained status document (docs/protocol.md §2): ``publishing`` false with a ``reason`` whenever the
+    gateway is not getting its batches stored and out."""
+    return json.dumps({"state": state, "ts": int(clock.time() * 1000), "publishing": publishing, "reason": reason},
+                      separators=(",", ":")).encode()
 
 
 def _parse_ack(payload: Any) -> list[tuple[int, int]] | None:

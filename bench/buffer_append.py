@@ -84,7 +84,9 @@ _DRAIN = """
 import resource, sys
 from pathlib import Path
 import structlog
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+# Warnings (e.g. buffer_limits_clamped on a small disk) go to stderr: stdout carries the figures.
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30),
+                    logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 from agent.protocol import wire
 from buffer import DiskQueue
 q = DiskQueue(Path(sys.argv[1]), max_bytes=1 << 40, frame_tags=wire.frame_tags, sync="full", min_free_bytes=0)

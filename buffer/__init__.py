@@ -10,20 +10,33 @@ I1. A batch whose ``append`` returned is committed: with ``sync="full"`` it surv
     back the last commits, which the next open declares as lost (see R2).
 I2. A batch leaves the queue only by (a) ``ack`` of its seq, after the broker's PUBACK or the backend's
     end-to-end ack, or (b) an eviction or set-aside that is recorded as a DropRecord in the same transaction.
-    Nothing disappears uncounted.
+    Nothing disappears uncounted. Only ``data`` and ``alarm`` batches are ever evicted: a ``gap`` batch (a
+    declaration of loss) and a ``catalog`` batch (the tag catalogue later batches refer to) leave only by ack
+    (or, if their stored bytes rot, by set-aside, R3).
 I3. The chain head (last seq, last hash) advances in the same transaction as the append, by exactly one
     (``batch.seq == head + 1``, else BufferStoreError), and never goes backwards: not after acks, not after a
     crash, not after the store is quarantined or its WAL is lost (R1, R2).
 I4. The queue holds at most ``max_bytes`` (frames plus ROW_OVERHEAD each) and does not push the free space of
     its file system below ``min_free_bytes``; when either limit binds, the oldest batches of the lowest
-    priority are evicted: ``data`` first, then ``gap``, then ``alarm``. The file itself stays within about
+    priority are evicted: ``data`` first, then ``alarm``; never ``gap`` or ``catalog``. When those alone and
+    the new batch exceed the limit, the append is refused (``BufferFull``, recoverable, counted in
+    ``refused``): nothing is stored or evicted, the head does not move, and the caller keeps the batch's rows
+    and retries. Both limits are fitted to the file system at open (Limits, below). The file itself stays within about
     1.03 x max_bytes (b-tree packing of ~38 KB frames, bench/buffer_sizing.py) + the WAL (<= 1 MiB + one
     transaction) + free pages not yet returned by ``compact``.
 I5. A DropRecord stays pending until a gap batch that declares it is appended (``append(gap,
     declares=[ids])``): that append deletes the records in its own transaction, so a loss is declared exactly
-    once, and a crash cannot leave it both declared and pending or neither.
+    once, and a crash cannot leave it both declared and pending or neither. The gap batch is then never
+    evicted (I2), so a declaration, once made, is delivered or still queued. If the gap batch is refused
+    (I4) its records stay pending and may be extended again (coalescing, below): pending records are as durable
+    as the gap batch would have been, and the next declaration covers them all.
 I6. Open never refuses to start: an unreadable store is quarantined (renamed, never deleted) and a new one is
-    created; corrupted rows are set aside; every loss becomes a DropRecord.
+    created; corrupted rows are set aside; every loss becomes a DropRecord; limits the file system cannot
+    honour are clamped, not refused.
+I7. Open tells how the previous run ended (``previous_run()``): ``clean`` is False when the state file was
+    not written by ``close()`` (kill -9, power cut, crash), and ``last_t1_ms`` is the largest ``t1`` of every
+    data, alarm and gap batch ever appended (meta ``last_t1_ms``, advanced in the append's transaction). The
+    caller declares the collection gap (protocol §8, ``outage``); the store only knows where it stopped.
 
 The frame-tags function
 -----------------------
@@ -67,7 +80,7 @@ Files next to each other (``<path>`` defaults to ``<state_dir>/buffer.sqlite``):
 
     table batches                      the queue
         seq        INTEGER PRIMARY KEY the frame's sequence number (1, 2, 3, ... per gateway)
-        kind       TEXT                "data" | "alarm" | "gap"      index batches_by_kind (kind, seq)
+        kind       TEXT                "data" | "alarm" | "gap" | "catalog"    index batches_by_kind (kind, seq)
         created_ms, t0_ms, t1_ms       INTEGER Unix ms, copied from the frame header
         records    INTEGER             rows in the body (for loss accounting without decoding)
         hash       BLOB(32)            SHA-256 of the frame's signed part (the chain link)
@@ -79,7 +92,7 @@ Files next to each other (``<path>`` defaults to ``<state_dir>/buffer.sqlite``):
         id INTEGER PRIMARY KEY AUTOINCREMENT (never reused: gap batches name them), first_seq, last_seq,
         batches, records, from_ms, to_ms, bytes, reason TEXT, tags TEXT (JSON list of full tag names)
     table set_aside                    rows that failed their CRC: seq, kind, reason, at_ms, frame
-    table meta (k TEXT PRIMARY KEY, v) format=1, head_seq, head_hash, and persistent counters
+    table meta (k TEXT PRIMARY KEY, v) format=1, head_seq, head_hash, last_t1_ms, and persistent counters
         n:appended, n:acked, n:dropped_batches, n:dropped_records, n:set_aside, n:quarantined,
         drop:<reason> (batches dropped per reason)
 
@@ -101,10 +114,14 @@ non-recoverable BufferStoreError.
 
 Eviction. effective cap = min(max_bytes, stored bytes + free pages in the file + free disk - min_free_bytes
 - the part of WAL_RESERVE (4 MiB) the WAL file does not occupy yet); the reason is ``"disk_low"`` when the
-disk term binds, else ``"cap"``. The WAL reserve matters: on a full disk a WAL that cannot grow makes even
-deletes fail, so acks and evictions would stop too. With the disk below the watermark the new batch itself
-may be evicted; the head still advances and the loss is declared. Rows are taken oldest first from
-``data``, then ``gap``, then ``alarm``, 32 at a time (their frames are passed to ``frame_tags``, below, only to
+disk term binds (or ``max_bytes`` binds after it was clamped to the file system), else ``"cap"``. The WAL
+reserve matters: on a full disk a WAL that cannot grow makes even deletes fail, so acks and evictions would
+stop too. Before the transaction: if the stored gap and catalog bytes plus the new batch exceed the cap, the
+append is refused with ``BufferFull`` (``condition`` "disk_full" when the disk term binds, else
+"buffer_full"); evicting data then would lose it without making room. A new ``data`` batch may still be
+evicted by its own append when older data and alarms cannot all be kept (alarms outrank data); the head
+then advances and the loss is declared. Rows are taken oldest first from
+``data``, then ``alarm``, 32 at a time (their frames are passed to ``frame_tags``, below, only to
 collect tag names, then released), and deleted. The evicted seqs are grouped into runs of consecutive seqs;
 each run becomes a DropRecord (seq range, batches, records, min t0 .. max t1, bytes, reason, sorted tag
 union). A run that directly continues the newest pending record of the same reason extends it -- unless that
@@ -113,6 +130,24 @@ long outage at the cap yields one growing record, not one per append; poll ``pen
 pace (e.g. every minute) to keep gap batches few. An eviction can remove a batch that is in flight; its
 later PUBACK then acks nothing (``ack`` returns 0 for it) and the receiver may see it both delivered and
 declared lost.
+
+Coalescing. A run is never merged with one it does not touch (a gap row's range must hold only lost seqs).
+Declarations stay few because (a) a record returned by ``pending_drops()`` whose gap batch is then refused or
+fails is thawed and extended again, and (b) the caller does not make another gap batch while one is still
+queued and the store is dropping (the batcher's rule): drops then accumulate in one growing record per
+reason, bounded by the number of runs, not by time. A gap batch once appended is signed and chained and is
+never merged or removed.
+
+Condition. ``condition`` (also in ``stats()``) is what the last append found: None (stored, nothing evicted),
+"dropping" (stored, unsent batches evicted), "buffer_full" or "disk_full" (refused, or failed with
+SQLITE_FULL/ENOSPC) or "store_error" (failed otherwise). A change is logged once (``buffer_condition_changed``),
+not per append. The uplink puts it in the retained status; health and metrics report it.
+
+Limits. At open, ``fit_limits`` (buffer/_limits.py) fits the limits to the size of the file system holding
+the store: ``min_free_bytes`` at most half of it, ``max_bytes`` at most what is left after that and the WAL
+reserve (at least 1 MiB). Each clamp is logged (``buffer_limits_clamped``) and listed in ``stats().clamped``;
+``mine-agent validate`` applies the same rule when it can see the file system. Clamped, not refused: a
+gateway that will not start collects nothing.
 
 Read
 ----
@@ -164,24 +199,44 @@ How losses are counted
 Every batch that leaves other than by ack adds to n:dropped_batches (and n:dropped_records with its
 ``records`` when known) and to ``drop:<reason>``, and is covered by exactly one pending DropRecord until a
 gap batch declares it. ``stats()`` reports all of these plus the backlog (batches, bytes, oldest
-created_ms, per-kind counts and bytes), appended/acked totals, set_aside, quarantined, the head seq, and the
-store's bytes on disk (db + WAL).
+created_ms, per-kind counts and bytes), appended/acked totals, set_aside, quarantined, the head seq, the
+store's bytes on disk (db + WAL), the batches still pending declaration (``pending_drop_batches``), the
+appends refused since open, the condition, and the limits in force with any clamp notes. An append refused
+with ``BufferFull`` adds nothing to the queue's counters but ``refused``: its batch never existed (the
+seq is reused by the retry), and the rows the caller could not keep are the caller's to count.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CONDITIONS",
     "EVICTION_ORDER",
     "KINDS",
+    "NEVER_EVICTED",
     "ROW_OVERHEAD",
+    "WAL_RESERVE",
     "AsyncDiskQueue",
     "BufferStats",
     "DiskQueue",
     "DropRecord",
     "FrameTags",
+    "Limits",
+    "PreviousRun",
     "QueuedBatch",
+    "fit_limits",
 ]
 
 from buffer._async_queue import AsyncDiskQueue
 from buffer._disk_queue import ROW_OVERHEAD, DiskQueue
-from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, FrameTags, QueuedBatch
+from buffer._limits import WAL_RESERVE, Limits, fit_limits
+from buffer._model import (
+    CONDITIONS,
+    EVICTION_ORDER,
+    KINDS,
+    NEVER_EVICTED,
+    BufferStats,
+    DropRecord,
+    FrameTags,
+    PreviousRun,
+    QueuedBatch,
+)

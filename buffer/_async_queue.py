@@ -20,7 +20,7 @@ from typing import Self, TypeVar
 
 from agent.core import cancellation
 from buffer._disk_queue import DiskQueue
-from buffer._model import BufferStats, DropRecord, FrameTags, QueuedBatch
+from buffer._model import BufferStats, DropRecord, FrameTags, PreviousRun, QueuedBatch
 
 T = TypeVar("T")
 
@@ -34,9 +34,9 @@ class AsyncDiskQueue:
 
     def __init__(self, path: Path, *, max_bytes: int, frame_tags: FrameTags, sync: str = "full",
                  min_free_bytes: int = 64 << 20, free_disk: Callable[[Path], int] | None = None,
-                 compact_pages: int = 256) -> None:
+                 disk_size: Callable[[Path], int] | None = None, compact_pages: int = 256) -> None:
         self.queue = DiskQueue(path, max_bytes=max_bytes, frame_tags=frame_tags, sync=sync,
-                               min_free_bytes=min_free_bytes, free_disk=free_disk)
+                               min_free_bytes=min_free_bytes, free_disk=free_disk, disk_size=disk_size)
         self._compact_pages = compact_pages
         self._executor: ThreadPoolExecutor | None = None
         self._appended = asyncio.Event()
@@ -84,6 +84,15 @@ class AsyncDiskQueue:
         # A range stays a range (one DELETE, no million-element tuple); anything else is copied now, so the
         # caller may change its collection while the worker runs.
         return await self._call(self.queue.ack, seqs if isinstance(seqs, range) else tuple(seqs))
+
+    async def previous_run(self) -> PreviousRun:
+        return await self._call(self.queue.previous_run)
+
+    @property
+    def condition(self) -> str | None:
+        """What the last append found (``DiskQueue.condition``). Read without the worker: a snapshot of one
+        attribute the worker replaces whole, so it may lag a call still running, never tear."""
+        return self.queue.condition
 
     async def pending_drops(self) -> list[DropRecord]:
         return await self._call(self.queue.pending_drops)

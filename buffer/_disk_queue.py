@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ROW_OVERHEAD", "WAL_RESERVE", "DiskQueue"]
+__all__ = ["ROW_OVERHEAD", "DiskQueue"]
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -17,9 +18,19 @@ from pathlib import Path
 
 import structlog
 
-from agent.core.errors import BufferCorruption, BufferStoreError, WireFormatError
+from agent.core.errors import BufferCorruption, BufferFull, BufferStoreError, WireFormatError
 from buffer._head_file import RESERVE, HeadState, current_boot_id, read_head_file, write_head_file
-from buffer._model import EVICTION_ORDER, KINDS, BufferStats, DropRecord, FrameTags, QueuedBatch
+from buffer._limits import WAL_RESERVE, fit_limits
+from buffer._model import (
+    EVICTION_ORDER,
+    KINDS,
+    NEVER_EVICTED,
+    BufferStats,
+    DropRecord,
+    FrameTags,
+    PreviousRun,
+    QueuedBatch,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +45,6 @@ _SYNC = {"full": "FULL", "normal": "NORMAL"}
 # WAL that cannot grow makes even deletes (acks, evictions) fail on a full disk.
 _WAL_AUTOCHECKPOINT_PAGES = 256
 _WAL_SIZE_LIMIT = 1 << 20
-WAL_RESERVE = 4 << 20
 _EVICT_CHUNK = 32  # rows read per eviction step: bounds memory, since their frames are decoded for tag names
 # The chain head of a store that never held a batch: 32 zero bytes, the hash the first batch links to.
 _NO_HASH = bytes(32)
@@ -103,6 +113,11 @@ def _free_disk_bytes(directory: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _disk_size_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_blocks * st.f_frsize
+
+
 def _runs(rows: list[_Row]) -> list[list[_Row]]:
     """Split rows sorted by seq into runs of consecutive sequence numbers."""
     runs: list[list[_Row]] = []
@@ -126,6 +141,7 @@ class DiskQueue:
         sync: str = "full",
         min_free_bytes: int = 64 << 20,
         free_disk: Callable[[Path], int] | None = None,
+        disk_size: Callable[[Path], int] | None = None,
     ) -> None:
         if sync not in _SYNC:
             raise BufferStoreError(f"unknown sync policy {sync!r}", key="buffer.sync",
@@ -139,6 +155,13 @@ class DiskQueue:
         self.min_free_bytes = min_free_bytes
         self.sync = sync
         self._free_disk = free_disk or _free_disk_bytes
+        self._disk_size = disk_size or _disk_size_bytes
+        self._configured = (max_bytes, min_free_bytes)  # as given; fitted to the file system at every open
+        self._clamped: list[str] = []
+        self._cap_from_disk = False  # max_bytes was clamped to what the file system holds
+        self._condition: str | None = None
+        self._refused = 0
+        self._previous = PreviousRun(clean=True, last_t1_ms=None)
         self._frame_tags = frame_tags
         self._conn: sqlite3.Connection | None = None
         self._head: tuple[int, bytes] = (0, _NO_HASH)
@@ -171,7 +194,24 @@ class DiskQueue:
             self._unlock()
             raise
 
+    def _fit_limits(self) -> None:
+        """Clamp limits the file system cannot honour (buffer/_limits.py says why clamp, not refuse)."""
+        try:
+            fs_bytes = self._disk_size(self.path.parent)
+        except OSError as exc:
+            log.warning("buffer_statvfs_failed", path=str(self.path), error=str(exc))
+            return
+        max_bytes, min_free_bytes = self._configured
+        fit = fit_limits(fs_bytes, max_bytes=max_bytes, min_free_bytes=min_free_bytes)
+        if fit.notes:
+            log.warning("buffer_limits_clamped", path=str(self.path), fs_bytes=fs_bytes, max_bytes=fit.max_bytes,
+                        min_free_bytes=fit.min_free_bytes, error="; ".join(fit.notes))
+        self._cap_from_disk = fit.max_bytes < max_bytes
+        self.max_bytes, self.min_free_bytes = fit.max_bytes, fit.min_free_bytes
+        self._clamped = list(fit.notes)
+
     def _open_locked(self) -> None:
+        self._fit_limits()
         file_head = read_head_file(self.head_path)
         bad: Path | None = None
         try:
@@ -196,7 +236,10 @@ class DiskQueue:
                 salvaged_head = self._salvage(bad)
                 self._bump_counter_now("quarantined", 1)
             self._load()
+            db_head = self._head[0]
             self._reconcile_head(file_head, salvaged_head, quarantined=bad is not None)
+            self._previous = PreviousRun(clean=file_head.clean if file_head is not None else db_head == 0,
+                                         last_t1_ms=self._last_t1())
             self._verify_rows(self._verify_from(file_head, quarantined=bad is not None))
         except sqlite3.Error as exc:
             self._conn = None
@@ -351,6 +394,26 @@ class DiskQueue:
             self._count_by_kind[kind] = count
             self._bytes_by_kind[kind] = size
 
+    def _last_t1(self) -> int | None:
+        """The largest t1 of every data, alarm and gap batch ever appended (stores older than this meta key:
+        of those still stored)."""
+        conn = self._db()
+        row = conn.execute("SELECT v FROM meta WHERE k = 'last_t1_ms'").fetchone()
+        if row is not None:
+            return int(row[0])
+        row = conn.execute("SELECT max(t1_ms) FROM batches WHERE kind != 'catalog'").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def previous_run(self) -> PreviousRun:
+        """How the previous run on this store ended (clean close or not) and the last t1 it committed."""
+        self._db()
+        return self._previous
+
+    @property
+    def condition(self) -> str | None:
+        """What the last append found: None (stored, nothing evicted) or one of ``buffer.CONDITIONS``."""
+        return self._condition
+
     def _reconcile_head(self, file_head: HeadState | None, salvaged_head: tuple[int, bytes] | None, *,
                         quarantined: bool) -> None:
         """Take the highest of (db meta, stored rows, state file, quarantined store's meta) as the head, and
@@ -483,9 +546,11 @@ class DiskQueue:
         """Store ``batch`` durably (per ``sync``) and advance the chain head, in one transaction.
 
         ``declares`` lists DropRecord ids this (gap) batch declares; they are deleted in the same transaction.
-        Then the caps are enforced by evicting the oldest batches of the lowest priority, recorded as drops.
-        Raises BufferStoreError: not recoverable for a wrong seq/kind/size (a caller bug), recoverable for I/O
-        failures such as a full disk (nothing of the failed append is stored).
+        Then the limits are enforced by evicting the oldest data, then alarm, batches, recorded as drops; gap
+        and catalog batches are never evicted. Raises BufferStoreError: not recoverable for a wrong
+        seq/kind/size (a caller bug), recoverable for I/O failures such as a full disk, and :class:`BufferFull`
+        (recoverable) when the batches never evicted leave no room for this one. Whatever is raised, nothing
+        of the append is stored and the declared records stay pending (and may grow again).
         """
         conn = self._db()
         head_seq, _ = self._head
@@ -497,39 +562,21 @@ class DiskQueue:
         if len(batch.hash) != 32:
             raise BufferStoreError(f"batch hash must have 32 bytes, got {len(batch.hash)}")
         size = len(batch.frame) + ROW_OVERHEAD
-        if size > self.max_bytes:
-            raise BufferStoreError(f"batch seq {batch.seq} ({size} bytes) is larger than buffer.max_bytes "
-                              f"({self.max_bytes})", key="buffer.max_bytes", hint="raise buffer.max_bytes")
         try:
-            cap, reason = self._effective_cap()
-            if batch.seq > self._reserved:
-                try:
-                    self._write_head_file(reserve=True, seq_floor=batch.seq)
-                except OSError as exc:
-                    raise BufferStoreError(f"cannot reserve seq {batch.seq} in the state file: {exc.strerror}",
-                                      path=str(self.head_path), recoverable=True,
-                                      hint="free disk space in the state directory") from exc
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(f"INSERT INTO batches ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                             (batch.seq, batch.kind, batch.created_ms, batch.t0_ms, batch.t1_ms,
-                              batch.records, batch.hash, size, zlib.crc32(batch.frame), batch.frame))
-                conn.execute("UPDATE meta SET v = ? WHERE k = 'head_seq'", (batch.seq,))
-                conn.execute("UPDATE meta SET v = ? WHERE k = 'head_hash'", (batch.hash,))
-                self._bump_meta(conn, {"n:appended": 1})
-                if declares:
-                    self._delete_declared(conn, declares)
-                live = sum(self._bytes_by_kind.values()) + size
-                evicted = self._evict(conn, live - cap, reason) if live > cap else []
-                conn.execute("COMMIT")
-            except BaseException:
-                self._rollback(conn)
-                raise
-        except sqlite3.Error as exc:
-            log.warning("buffer_append_failed", path=str(self.path), seq=batch.seq, error=str(exc))
-            raise BufferStoreError(f"cannot store batch seq {batch.seq}: {exc}", path=str(self.path),
-                              hint="free disk space in the state directory" if _is_full(exc) else None,
-                              recoverable=True) from exc
+            if size > self.max_bytes:
+                raise BufferStoreError(f"batch seq {batch.seq} ({size} bytes) is larger than buffer.max_bytes "
+                                       f"({self.max_bytes})", key="buffer.max_bytes", hint="raise buffer.max_bytes")
+            evicted, reason = self._append_now(conn, batch, size, declares)
+        except BufferStoreError as exc:
+            # The records this batch would have declared are pending again and may be extended: a refused
+            # declaration must not leave them frozen, or every later eviction would start a record of its own.
+            self._reported_drops.difference_update(declares)
+            if isinstance(exc, BufferFull):
+                self._refused += 1
+                self._set_condition(exc.condition, seq=batch.seq)
+            elif exc.recoverable:
+                self._set_condition(_failure_condition(exc), seq=batch.seq)
+            raise
         # Committed: now the in-memory mirror may change.
         self._head = (batch.seq, batch.hash)
         self._counters["appended"] += 1
@@ -545,7 +592,67 @@ class DiskQueue:
             self._drops_by_reason[reason] = self._drops_by_reason.get(reason, 0) + len(evicted)
             log.warning("buffer_evicted", path=str(self.path), reason=reason, first_seq=evicted[0].seq,
                         seq=evicted[-1].seq, batches=len(evicted))
+        self._set_condition("dropping" if evicted else None, seq=batch.seq)
         self._write_head_file()
+
+    def _append_now(self, conn: sqlite3.Connection, batch: QueuedBatch, size: int,
+                    declares: Sequence[int]) -> tuple[list[_Row], str]:
+        """The append's transaction; returns the rows it evicted and why. Raises BufferStoreError (rolled back)."""
+        try:
+            cap, reason = self._effective_cap()
+            if batch.seq > self._reserved:
+                try:
+                    self._write_head_file(reserve=True, seq_floor=batch.seq)
+                except OSError as exc:
+                    raise BufferStoreError(f"cannot reserve seq {batch.seq} in the state file: {exc.strerror}",
+                                      path=str(self.head_path), recoverable=True,
+                                      hint="free disk space in the state directory") from exc
+            kept = sum(self._bytes_by_kind[k] for k in NEVER_EVICTED) + size
+            if kept > cap:
+                # Evicting every data and alarm batch would not make room: refuse this one instead of evicting
+                # a declaration or the catalogue. Checked before the transaction: nothing to roll back.
+                full = "disk_full" if reason == "disk_low" else "buffer_full"
+                raise BufferFull(f"no room for batch seq {batch.seq}: the gap and catalog batches, which are "
+                                 f"never evicted, and this one need {kept} bytes; the limit is {cap} ({reason})",
+                                 condition=full, path=str(self.path),
+                                 hint="free disk space in the state directory" if full == "disk_full"
+                                 else "let the uplink deliver the queued gap batches, or raise buffer.max_bytes")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"INSERT INTO batches ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                             (batch.seq, batch.kind, batch.created_ms, batch.t0_ms, batch.t1_ms,
+                              batch.records, batch.hash, size, zlib.crc32(batch.frame), batch.frame))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'head_seq'", (batch.seq,))
+                conn.execute("UPDATE meta SET v = ? WHERE k = 'head_hash'", (batch.hash,))
+                if batch.kind != "catalog":
+                    conn.execute("INSERT INTO meta (k, v) VALUES ('last_t1_ms', ?) ON CONFLICT (k) DO UPDATE"
+                                 " SET v = max(v, excluded.v)", (batch.t1_ms,))
+                self._bump_meta(conn, {"n:appended": 1})
+                if declares:
+                    self._delete_declared(conn, declares)
+                live = sum(self._bytes_by_kind.values()) + size
+                evicted = self._evict(conn, live - cap, reason) if live > cap else []
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            log.warning("buffer_append_failed", path=str(self.path), seq=batch.seq, error=str(exc))
+            raise BufferStoreError(f"cannot store batch seq {batch.seq}: {exc}", path=str(self.path),
+                              hint="free disk space in the state directory" if _is_full(exc) else None,
+                              recoverable=True) from exc
+        return evicted, reason
+
+    def _set_condition(self, condition: str | None, *, seq: int) -> None:
+        """Remember what the last append found; log changes only (an append per second must not log each)."""
+        if condition == self._condition:
+            return
+        previous, self._condition = self._condition, condition
+        if condition is None:
+            log.info("buffer_condition_changed", path=str(self.path), seq=seq, condition=None, previous=previous)
+        else:
+            log.warning("buffer_condition_changed", path=str(self.path), seq=seq, condition=condition,
+                        previous=previous)
 
     def _effective_cap(self) -> tuple[int, str]:
         """The bytes the queue may hold now, and which limit binds: ``max_bytes`` or the free-disk watermark.
@@ -558,13 +665,17 @@ class DiskQueue:
             wal = self._wal_path().stat().st_size if self._wal_path().exists() else 0
         except OSError as exc:
             log.warning("buffer_statvfs_failed", path=str(self.path), error=str(exc))
-            return self.max_bytes, "cap"
+            return self.max_bytes, self._cap_reason()
         freelist = self._db().execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
         headroom = free - self.min_free_bytes - max(0, WAL_RESERVE - wal)
         disk_cap = sum(self._bytes_by_kind.values()) + freelist + headroom
         if disk_cap < self.max_bytes:
             return max(0, disk_cap), "disk_low"
-        return self.max_bytes, "cap"
+        return self.max_bytes, self._cap_reason()
+
+    def _cap_reason(self) -> str:
+        """``max_bytes`` binds: "cap", or "disk_low" when it was clamped at open because the disk is small."""
+        return "disk_low" if self._cap_from_disk else "cap"
 
     def _delete_declared(self, conn: sqlite3.Connection, declares: Sequence[int]) -> None:
         ids = list(dict.fromkeys(declares))
@@ -725,7 +836,8 @@ class DiskQueue:
         """Losses not yet declared in a signed gap batch, oldest first.
 
         Records returned here are frozen: later evictions start new records instead of extending them, so a
-        gap batch built from this list declares exactly what it says.
+        gap batch built from this list declares exactly what it says. An append that declares them and fails
+        (refused or rolled back) thaws them again.
         """
         conn = self._db()
         out = [DropRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])) for r in conn.execute(
@@ -785,7 +897,7 @@ class DiskQueue:
         conn = self._db()
         oldest_row = conn.execute("SELECT created_ms FROM batches ORDER BY seq LIMIT 1").fetchone()
         oldest = None if oldest_row is None else int(oldest_row[0])  # seq order is creation order
-        pending = conn.execute("SELECT count(*) FROM drops").fetchone()[0]
+        pending, pending_batches = conn.execute("SELECT count(*), coalesce(sum(batches), 0) FROM drops").fetchone()
         file_bytes = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(FileNotFoundError):
@@ -798,7 +910,9 @@ class DiskQueue:
             appended=c["appended"], acked=c["acked"], dropped_batches=c["dropped_batches"],
             dropped_records=c["dropped_records"], drops_by_reason=dict(self._drops_by_reason),
             pending_drops=pending, set_aside=c["set_aside"], quarantined=c["quarantined"],
-            head_seq=self._head[0], file_bytes=file_bytes, head_file_errors=c["head_file_errors"])
+            head_seq=self._head[0], file_bytes=file_bytes, head_file_errors=c["head_file_errors"],
+            pending_drop_batches=int(pending_batches), refused=self._refused, condition=self._condition,
+            max_bytes=self.max_bytes, min_free_bytes=self.min_free_bytes, clamped=list(self._clamped))
 
     # ------------------------------------------------------------------ helpers
 
@@ -865,6 +979,16 @@ def _is_corruption(exc: sqlite3.Error) -> bool:
     if code is None:
         return "not a database" in str(exc) or "malformed" in str(exc)
     return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _failure_condition(exc: BufferStoreError) -> str:
+    """Why a recoverable append failure happened: the disk is full, or some other I/O error."""
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.Error) and _is_full(cause):
+        return "disk_full"
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        return "disk_full"
+    return "store_error"
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

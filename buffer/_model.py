@@ -3,16 +3,27 @@ the function that names a frame's tags."""
 
 from __future__ import annotations
 
-__all__ = ["EVICTION_ORDER", "KINDS", "BufferStats", "DropRecord", "FrameTags", "QueuedBatch", "SignedBatch"]
+__all__ = [
+    "CONDITIONS", "EVICTION_ORDER", "KINDS", "NEVER_EVICTED", "BufferStats", "DropRecord", "FrameTags",
+    "PreviousRun", "QueuedBatch", "SignedBatch",
+]
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-KINDS = ("data", "alarm", "gap")
-# Lowest priority first: when space runs out, old window/raw data goes before the declarations of earlier
-# losses, and those before alarms, which a regulator reads first.
-EVICTION_ORDER = ("data", "gap", "alarm")
+KINDS = ("data", "alarm", "gap", "catalog")
+# Lowest priority first: when space runs out, old window/raw data goes before alarms, which a regulator reads
+# first. Declarations of loss (gap) and the tag catalogue are never evicted: losing a declaration turns
+# declared loss into unexplained loss, and losing the catalogue leaves later batches without their units.
+EVICTION_ORDER = ("data", "alarm")
+NEVER_EVICTED = ("gap", "catalog")
+# What the last append found (``DiskQueue.condition``; None: stored, nothing unsent evicted).
+#   dropping     stored, but unsent batches were evicted to make room (declared as drops)
+#   buffer_full  refused: the batches never evicted fill buffer.max_bytes
+#   disk_full    refused or failed: the free-disk watermark leaves no room, or the disk itself is full
+#   store_error  failed: any other I/O error of the store
+CONDITIONS = ("dropping", "buffer_full", "disk_full", "store_error")
 
 FrameTags = Callable[[bytes], Iterable[str]]
 """frame_tags(frame) -> the full tag names whose rows ``frame`` carries (contract in ``buffer/__init__.py``)."""
@@ -80,6 +91,19 @@ class DropRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PreviousRun:
+    """How the previous run of the agent on this store ended, as found by ``open``.
+
+    ``clean`` is False when the state file says the store was not closed (kill -9, power cut, crash): the
+    samples the agent held in memory then were never batched. ``last_t1_ms`` is the largest ``t1`` of every
+    data, alarm and gap batch ever appended (None if none was): where collection is known to have reached.
+    """
+
+    clean: bool
+    last_t1_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class BufferStats:
     """A snapshot of the queue for metrics and the status page."""
 
@@ -100,6 +124,12 @@ class BufferStats:
     file_bytes: int
     head_file_errors: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    pending_drop_batches: int = 0  # batches in pending drop records: dropped, not yet declared in a gap batch
+    refused: int = 0  # appends refused since open (BufferFull): nothing evictable left to make room
+    condition: str | None = None  # what the last append found (CONDITIONS), None when it stored cleanly
+    max_bytes: int = 0  # the limits in force (after fitting them to the file system at open)
+    min_free_bytes: int = 0
+    clamped: list[str] = field(default_factory=list)  # one note per limit clamped at open
 
     def oldest_age_ms(self, now_ms: int) -> int:
         """Age of the oldest unacknowledged batch at ``now_ms`` (0 when the queue is empty)."""

@@ -223,10 +223,12 @@ class BufferConfig(StrictModel):
         ByteSize(4 << 30),
         json_schema_extra=_size_schema,
         description="Cap of stored batches: a number of bytes or a size such as '512 MiB' or '2 GiB'. "
-        "When full, the oldest data batches are evicted and declared in a signed gap batch. "
+        "When full, the oldest data batches are evicted (then alarms) and declared in a signed gap batch; "
+        "gap and catalog batches are never evicted. "
         "2,000 tags at 1 Hz in 10 s windows need about 325 MiB per day of outage "
         "(bench/buffer_sizing.py): the default 4 GiB bridges 7 days for up to about 3,500 such tags. "
-        "A smaller disk is protected by min_free_bytes, which binds first.",
+        "A smaller disk is protected by min_free_bytes, which binds first; more than the file system holds is "
+        "clamped at start.",
     )
     sync: Literal["full", "normal"] = Field(
         "full",
@@ -235,7 +237,8 @@ class BufferConfig(StrictModel):
     min_free_bytes: ByteSize = Field(
         ByteSize(64 << 20),
         json_schema_extra=_free_size_schema,
-        description="Free disk to leave on the buffer's file system; below it old data is dropped (counted).",
+        description="Free disk to leave on the buffer's file system; below it old data is dropped (counted). "
+        "At most half of the file system: more is clamped at start.",
     )
 
     @field_validator("max_bytes", "min_free_bytes", mode="before")

@@ -1,7 +1,9 @@
 """``mine-agent status [--url URL] [--json]``: the running agent's health, for a technician at the gateway.
 
-Reads the local health endpoint (``[health] listen``, default 127.0.0.1:9108) and prints devices with their
-state and last error, the buffer backlog, the uplink and the batch sequence number. Exit status follows the
+Reads the local health endpoint (``[health] listen``, default 127.0.0.1:9108) and prints, first, whether the
+gateway is publishing and if not why (the same words as its retained MQTT status), then devices with their
+state and last error, the buffer backlog, drops (and how many still await their declaration), refused
+appends and clamped limits, the uplink and the batch sequence number. Exit status follows the
 monitoring-plugin convention so scripts can use it: 0 ok, 1 degraded, 2 failing, 3 the agent did not answer.
 """
 
@@ -73,6 +75,8 @@ def render(doc: dict[str, Any], out: TextIO | None = None) -> None:
     now_ms = doc.get("ts_ms") or int(time.time() * 1000)
     print(f"gateway {doc.get('gateway')}: {str(doc.get('status')).upper()}"
           f"   seq {doc.get('seq')}   config {doc.get('config_hash', '?')}", file=out)
+    if "publishing" in doc:
+        print("  publishing" if doc["publishing"] else f"  NOT PUBLISHING: {doc.get('publishing_reason')}", file=out)
     for reason in doc.get("reasons") or []:
         print(f"  ! {reason}", file=out)
     devices = doc.get("devices") or {}
@@ -89,8 +93,16 @@ def render(doc: dict[str, Any], out: TextIO | None = None) -> None:
     print("\nbuffer", file=out)
     if buf:
         oldest = buf.get("oldest_created_ms")
+        pending = buf.get("pending_drop_batches") or 0
+        undeclared = f" ({pending} not yet declared)" if pending else ""
         print(f"  backlog {buf.get('batches', 0)} batches, {_size(buf.get('bytes'))}, oldest "
-              f"{_age(oldest, now_ms) if oldest else '-'}; dropped {buf.get('dropped_batches', 0)} batches", file=out)
+              f"{_age(oldest, now_ms) if oldest else '-'}; dropped {buf.get('dropped_batches', 0)} batches"
+              f"{undeclared}", file=out)
+        if buf.get("condition") or buf.get("refused"):
+            print(f"  condition {buf.get('condition') or 'ok'}; refused {buf.get('refused', 0)} appends since start",
+                  file=out)
+        for note in buf.get("clamped") or []:
+            print(f"  limit clamped: {note}", file=out)
     else:
         print(f"  unavailable: {doc.get('buffer_error') or 'not open'}", file=out)
     up = doc.get("uplink")

@@ -109,6 +109,16 @@ class BufferStoreError(AgentError):
     """The durable buffer cannot store or serve batches."""
 
 
+class BufferFull(BufferStoreError):
+    """The buffer refused a batch: the batches it never evicts (gap and catalog) leave no room for it within
+    its limits. Nothing of the append was stored; retry later. ``condition`` says which limit binds:
+    ``"buffer_full"`` (``buffer.max_bytes``) or ``"disk_full"`` (the free-disk watermark)."""
+
+    def __init__(self, message: str, *, condition: str, path: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, path=path, hint=hint, recoverable=True)
+        self.condition = condition
+
+
 class BufferCorruption(BufferStoreError):
     """Part of the buffer file failed its integrity check; the part is set aside and counted."""
 

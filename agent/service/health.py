@@ -22,12 +22,22 @@ process can still do its job and a restart is the right cure. All of these must 
 
 *Well* (the ``status`` of ``/health``: ok, degraded or failing, with reasons for a technician) also looks at
 things a restart does not cure: a device that is down, a broker that is unreachable, a growing backlog,
-buffer drops. Those make the status ``degraded``; not ready or not alive makes it ``failing``.
+buffer drops, a buffer that refuses or drops batches, limits clamped at start. Those make the status
+``degraded``; not ready or not alive makes it ``failing``.
+
+*Publishing* (``publishing`` and ``publishing_reason`` in ``/health``, the same words as the retained MQTT
+status): false when the gateway is not getting its batches stored and out, with the first reason of: the
+buffer's condition (``disk_full``, ``buffer_full``, ``store_error``: not storing; ``dropping``: storing, but
+evicting unsent data), then ``link`` (not connected to the broker). Drops are called declared only when the
+buffer no longer holds them as pending records, i.e. when their gap batch is stored (gap batches are never
+evicted) or delivered; until then ``/health`` says how many still await their declaration.
 """
 
 from __future__ import annotations
 
-__all__ = ["HealthMonitor", "HealthReport", "LivenessPolicy", "assess", "process_age_s", "process_stats"]
+__all__ = [
+    "HealthMonitor", "HealthReport", "LivenessPolicy", "assess", "process_age_s", "process_stats", "publishing_state",
+]
 
 import hashlib
 import os
@@ -183,12 +193,32 @@ class HealthMonitor:
         return report
 
 
+_NOT_STORING = {
+    "disk_full": "the buffer refuses new batches: the disk is full (or below buffer.min_free_bytes)",
+    "buffer_full": "the buffer refuses new batches: undelivered gap and catalog batches fill buffer.max_bytes",
+    "store_error": "the buffer cannot write (I/O error)",
+    "dropping": "the buffer is evicting unsent data to make room (declared as loss)",
+}
+
+
+def publishing_state(snap: dict[str, Any]) -> tuple[bool, str | None]:
+    """(publishing, reason) of a snapshot: the buffer's condition first, then the link (module docstring)."""
+    condition = (snap.get("buffer") or {}).get("condition")
+    if condition:
+        return False, str(condition)
+    up = snap.get("uplink")
+    if up is not None and not up.get("connected"):
+        return False, "link"
+    return True, None
+
+
 def assess(snap: dict[str, Any], monitor: HealthMonitor, now: float) -> HealthReport:
     """Judge a snapshot: liveness first (module docstring), then well-being."""
     policy = monitor.policy
     agent = monitor.agent
     dead: list[str] = []
     unwell: list[str] = []
+    snap["publishing"], snap["publishing_reason"] = publishing_state(snap)
     if not snap.get("ready"):
         return HealthReport("failing", alive=True, reasons=["starting: not ready yet"], snapshot=snap)
 
@@ -229,6 +259,10 @@ def assess(snap: dict[str, Any], monitor: HealthMonitor, now: float) -> HealthRe
             unwell.append("uplink: not connected to the broker" + (f" ({err})" if err else ""))
 
     # Well-being beyond liveness.
+    condition = buf.get("condition")
+    if condition:
+        unwell.insert(0, f"not publishing: {condition}: {_NOT_STORING.get(str(condition), 'see the buffer')}")
+    unwell.extend(buf.get("clamped") or [])
     oldest = buf.get("oldest_created_ms")
     if oldest:
         age = snap["ts_ms"] / 1000 - oldest / 1000
@@ -241,8 +275,14 @@ def assess(snap: dict[str, Any], monitor: HealthMonitor, now: float) -> HealthRe
     if batcher.get("rows_dropped_unbuffered"):
         unwell.append(f"{batcher['rows_dropped_unbuffered']} rows lost because the buffer refused them")
     dropped = buf.get("dropped_batches")
-    if dropped and monitor._since_change("dropped", dropped, now) < policy.recent_s:
-        unwell.append(f"buffer dropped {dropped} batches to stay within its cap (declared in gap batches)")
+    pending = int(buf.get("pending_drop_batches") or 0)
+    if pending:
+        # Not "declared": the gap batch that declares them is not stored yet (module docstring).
+        unwell.append(f"buffer dropped {dropped} batches to stay within its limits; {pending} of them not yet "
+                      "declared (pending in the buffer until a gap batch can be stored)")
+    elif dropped and monitor._since_change("dropped", dropped, now) < policy.recent_s:
+        unwell.append(f"buffer dropped {dropped} batches to stay within its limits (declared in signed gap "
+                      "batches, which are never evicted)")
 
     if dead:
         return HealthReport("failing", alive=False, reasons=dead + unwell, snapshot=snap)

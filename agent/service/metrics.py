@@ -78,6 +78,14 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
     status = doc.get("status")
     m.family("mine_agent_health_status", "gauge", "1 for the current health status.",
              [({"status": s}, s == status) for s in _STATUS])
+    if "publishing" in doc:
+        m.one("mine_agent_publishing", "gauge", "1 while batches are stored and sent; 0 with a reason below.",
+              bool(doc.get("publishing")))
+        reason = doc.get("publishing_reason")
+        if reason:
+            m.family("mine_agent_not_publishing", "gauge",
+                     "1 for why batches are not stored or sent (disk_full, buffer_full, dropping, store_error, link).",
+                     [({"reason": str(reason)}, 1)])
     m.one("mine_agent_chain_seq", "gauge", "Sequence number of the last batch stored.", doc.get("seq"), **gw)
     m.one("mine_agent_uptime_seconds", "gauge", "Seconds since the agent became ready.", doc.get("uptime_s"))
     m.one("mine_agent_event_loop_lag_seconds", "gauge", "Delay of the watchdog task's last wake-up.",
@@ -116,6 +124,9 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
                            ("rows", "Rows stored in batches."),
                            ("bytes", "Frame bytes stored."),
                            ("gap_batches", "Gap batches declaring buffer drops."),
+                           ("outages_declared", "Collection gaps declared (outage rows), e.g. after an unclean stop."),
+                           ("declarations_postponed",
+                            "Declarations left pending while an earlier gap batch waited and the buffer dropped."),
                            ("append_failures", "Buffer appends that failed (rows kept in memory and retried)."),
                            ("rows_dropped_unbuffered", "Rows lost because the buffer refused them too long.")):
         m.one(f"mine_agent_batcher_{key}", "counter", help_text, bat.get(key))
@@ -142,8 +153,11 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
                            ("acked", "Batches acknowledged and deleted."),
                            ("dropped_batches", "Batches evicted by the size cap or the free-disk watermark."),
                            ("dropped_records", "Records in evicted batches."),
-                           ("set_aside", "Batches set aside as unreadable (kept on disk, not sent).")):
+                           ("set_aside", "Batches set aside as unreadable (kept on disk, not sent)."),
+                           ("refused", "Appends refused since start: what is never evicted left no room.")):
         m.one(f"mine_agent_buffer_{key}", "counter", help_text, buf.get(key))
+    m.one("mine_agent_buffer_undeclared_dropped_batches", "gauge",
+          "Dropped batches whose declaration (a gap batch) is not stored yet.", buf.get("pending_drop_batches"))
     drops = buf.get("drops_by_reason")
     if isinstance(drops, Mapping):
         m.family("mine_agent_buffer_drops_by_reason", "counter", "Evicted batches by reason.",

@@ -32,6 +32,12 @@ class ChainMaker:
             tables = {"gap": table}
             body_tags: list[str] = []
             records = 1
+        elif kind == "catalog":
+            cols = ["tag", "unit", "type", "description", "scale", "offset", "low", "high", "location"]
+            rows = [[i, "%", "float", "", 1.0, 0.0, None, None, ""] for i in range(len(tags))]
+            tables = {"catalog": wire.Table(cols, rows)}
+            body_tags = tags
+            records = len(rows)
         else:
             name = "alarm" if kind == "alarm" else "raw"
             rows = [[i, k * 10, float(i + k)] for i in range(len(tags)) for k in range(rows_per_tag)]

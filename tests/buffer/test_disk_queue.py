@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.errors import BufferStoreError, WireFormatError
+from agent.core.errors import BufferFull, BufferStoreError, WireFormatError
 from agent.protocol import wire
-from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch
+from buffer import ROW_OVERHEAD, WAL_RESERVE, DiskQueue, QueuedBatch
 from tests.buffer.frames import ChainMaker
 
 PLENTY_OF_DISK = 1 << 40
@@ -113,7 +113,7 @@ def test_repeated_seq_is_refused(store: DiskQueue) -> None:
 
 
 def test_unknown_kind_is_refused(store: DiskQueue) -> None:
-    """Only data, alarm and gap batches are stored."""
+    """Only data, alarm, gap and catalog batches are stored."""
     b = ChainMaker().next()
     odd = QueuedBatch(b.seq, "metrics", b.created_ms, b.t0_ms, b.t1_ms, b.records, b.hash, b.frame)
 
@@ -171,8 +171,9 @@ def test_an_evicted_frame_that_does_not_decode_is_counted_without_tag_names(tmp_
     q.close()
 
 
-def test_cap_evicts_data_before_gap_before_alarm(tmp_path: Path) -> None:
-    """Eviction order is by priority first (data, gap, alarm), then age; non-contiguous runs are separate."""
+def test_cap_evicts_data_before_alarm_and_never_a_gap(tmp_path: Path) -> None:
+    """Eviction order is by priority first (data, then alarm), then age; gap batches are never evicted;
+    non-contiguous runs are separate records."""
     chain = ChainMaker()
     batches = [chain.next(k, padding=1000) for k in ["alarm", "data", "gap", "data", "alarm", "data"]]
     per = max(len(b.frame) for b in batches) + ROW_OVERHEAD
@@ -180,13 +181,13 @@ def test_cap_evicts_data_before_gap_before_alarm(tmp_path: Path) -> None:
     q.open()
     for b in batches:
         q.append(b)
-    q.max_bytes = per * 3  # tighten the cap: the next append must evict three data batches and more
+    q.max_bytes = per * 3  # tighten the cap: the next append must evict three data batches and an alarm
 
     q.append(chain.next("alarm", padding=1000))
 
-    assert [(x.seq, x.kind) for x in q.peek(10)] == [(1, "alarm"), (5, "alarm"), (7, "alarm")]
+    assert [(x.seq, x.kind) for x in q.peek(10)] == [(3, "gap"), (5, "alarm"), (7, "alarm")]
     drops = [(d.first_seq, d.last_seq, d.batches) for d in q.pending_drops()]
-    assert drops == [(2, 4, 3), (6, 6, 1)]
+    assert drops == [(1, 2, 2), (4, 4, 1), (6, 6, 1)]
     q.close()
 
 
@@ -251,7 +252,31 @@ def test_batch_larger_than_cap_is_refused(tmp_path: Path) -> None:
 
 
 def test_low_disk_evicts_with_reason_disk_low(tmp_path: Path) -> None:
-    """With free disk below min_free_bytes (no room for the WAL either) all is shed, counted as disk_low."""
+    """With free disk just at min_free_bytes (plus the WAL reserve) the next batch takes the place of the
+    oldest data batch, counted as disk_low."""
+    free = {"bytes": PLENTY_OF_DISK}
+    q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=1 << 20,
+                  free_disk=lambda _: free["bytes"])
+    q.open()
+    chain = ChainMaker()
+    for _ in range(4):
+        q.append(chain.next(padding=1000))
+    wal = q._wal_path().stat().st_size
+    freelist = q._db().execute("PRAGMA freelist_count").fetchone()[0] * q._page_size
+    free["bytes"] = (1 << 20) + max(0, WAL_RESERVE - wal) - freelist  # no room beyond what is stored
+
+    q.append(chain.next(padding=1000))
+
+    assert q.stats().drops_by_reason == {"disk_low": 1}
+    assert [(d.first_seq, d.last_seq, d.reason) for d in q.pending_drops()] == [(1, 1, "disk_low")]
+    assert [b.seq for b in q.peek(10)] == [2, 3, 4, 5]
+    q.close()
+
+
+def test_below_the_watermark_an_append_is_refused_and_nothing_is_evicted(tmp_path: Path) -> None:
+    """With free disk below min_free_bytes (no room for the WAL either) even evicting every data batch would
+    not make room: the append is refused (recoverable BufferFull, disk_full), the head does not move and the
+    stored batches stay. Evicting them as well would lose them without storing the new one."""
     free = {"bytes": PLENTY_OF_DISK}
     q = DiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=1 << 20,
                   free_disk=lambda _: free["bytes"])
@@ -261,13 +286,13 @@ def test_low_disk_evicts_with_reason_disk_low(tmp_path: Path) -> None:
         q.append(chain.next(padding=1000))
     free["bytes"] = (1 << 20) - 1  # below the watermark, and the file has no free pages to reuse
 
-    q.append(chain.next(padding=1000))
+    with pytest.raises(BufferFull) as info:
+        q.append(chain.next(padding=1000))
 
-    s = q.stats()
-    assert s.drops_by_reason == {"disk_low": 5}
-    assert q.peek(10) == []
-    assert [(d.first_seq, d.last_seq, d.reason) for d in q.pending_drops()] == [(1, 5, "disk_low")]
-    assert q.chain_head()[0] == 5  # the head still advanced: the loss is declared, not hidden
+    assert (info.value.recoverable, info.value.condition) == (True, "disk_full")
+    assert q.chain_head()[0] == 4
+    assert [b.seq for b in q.peek(10)] == [1, 2, 3, 4]
+    assert (q.stats().dropped_batches, q.stats().refused) == (0, 1)
     q.close()
 
 
@@ -278,7 +303,7 @@ def test_stats_report_backlog_and_totals(store: DiskQueue) -> None:
 
     s = store.stats()
     assert (s.batches, s.by_kind, s.appended, s.acked, s.head_seq) == (
-        2, {"data": 1, "alarm": 1, "gap": 0}, 3, 1, 3)
+        2, {"data": 1, "alarm": 1, "gap": 0, "catalog": 0}, 3, 1, 3)
     assert s.bytes == len(b[0].frame) + len(b[1].frame) + 2 * ROW_OVERHEAD
     assert s.oldest_created_ms == b[0].created_ms
     assert s.oldest_age_ms(b[0].created_ms + 5000) == 5000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,34 @@ def test_schema_is_written_to_output(tmp_path: Path) -> None:
     status = main(["config", "schema", "--output", str(target)])
 
     assert (status, target.read_text()) == (0, schema_text())
+
+
+def _on(tmp_path: Path, buffer_lines: str) -> Path:
+    """The example with its state directory under ``tmp_path`` and the given [buffer] keys."""
+    text = EXAMPLE.read_text().replace('# state_dir = "/var/lib/mine-agent"', f'state_dir = "{tmp_path / "state"}"')
+    text = text.replace('max_bytes = "2 GiB"', buffer_lines)
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_watermark_larger_than_the_file_system_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """min_free_bytes beyond what the state directory's file system can leave free: a warning naming the key
+    and the file system's size, and the value the agent will use instead; the file is still valid."""
+    total = os.statvfs(tmp_path).f_blocks * os.statvfs(tmp_path).f_frsize
+    path = _on(tmp_path, f'max_bytes = "2 GiB"\nmin_free_bytes = {total * 4}')
+
+    status = main(["validate", str(path)])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    warning = next(line for line in out.splitlines() if "buffer.min_free_bytes" in line)
+    assert warning.startswith(f"{path}: warning: buffer.min_free_bytes")
+    assert "file system" in warning
+    assert "clamp" in warning
+
+
+def test_limits_that_fit_give_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["validate", str(_on(tmp_path, 'max_bytes = "2 MiB"\nmin_free_bytes = "1 MiB"'))])
+
+    assert (status, "warning" in capsys.readouterr().out) == (0, False)

@@ -66,6 +66,10 @@ def _drain(gw: Gateway, mqtt_port: int, log_name: str = "drain.log") -> int:
     drain.start()
     try:
         wait_until(lambda: _buffer_head(gw), 30, "the drain agent to open the buffer")
+        # Its first flush may append a gap batch (drops found at start, or the collection gap of an unclean
+        # stop): let it happen before judging the buffer drained.
+        wait_until(lambda: log_events(gw.root / log_name, "agent_started"), 30, "the drain agent to start")
+        time.sleep(0.5)
         wait_until(lambda: _buffer_rows(gw) == 0, 60, "the buffer to drain", interval=0.2)
         # The drain may itself append (a gap batch declaring drops found at start): wait for the final head.
         wait_until(lambda: receiver_report(gw.root)["gateways"].get(gw.id, {}).get("last_seq", 0)

@@ -22,7 +22,7 @@ from agent.core.errors import BufferStoreError
 from agent.core.sample import Quality, Sample, SampleSink
 from agent.protocol.wire import GENESIS_HASH
 from agent.runtime import Agent
-from buffer import QueuedBatch
+from buffer import PreviousRun, QueuedBatch
 from config.schema import AgentConfig, MqttConfig
 
 
@@ -38,6 +38,7 @@ class MemoryBufferStats:
     dropped_records: int = 0
     drops_by_reason: dict[str, int] = field(default_factory=dict)
     set_aside: int = 0
+    condition: str | None = None
 
 
 class MemoryQueue:
@@ -96,6 +97,11 @@ class MemoryQueue:
 
     async def pending_drops(self) -> list[Any]:
         return []
+
+    async def previous_run(self) -> PreviousRun:
+        return PreviousRun(clean=True, last_t1_ms=None)
+
+    condition: str | None = None
 
     async def stats(self) -> MemoryBufferStats:
         await self._open_gate.wait()

@@ -70,6 +70,26 @@ def old_drops(snap: dict[str, Any]) -> None:
     snap["buffer"]["dropped_batches"] = 12
 
 
+def undeclared_drops(snap: dict[str, Any]) -> None:
+    snap["buffer"].update(dropped_batches=12, pending_drop_batches=5, condition="dropping")
+
+
+def declared_drops(snap: dict[str, Any]) -> None:
+    snap["buffer"].update(dropped_batches=12, pending_drop_batches=0)
+
+
+def disk_full(snap: dict[str, Any]) -> None:
+    snap["buffer"]["condition"] = "disk_full"
+
+
+def buffer_full(snap: dict[str, Any]) -> None:
+    snap["buffer"]["condition"] = "buffer_full"
+
+
+def clamped_watermark(snap: dict[str, Any]) -> None:
+    snap["buffer"]["clamped"] = ["buffer.min_free_bytes: 64 MiB is more than half of the file system"]
+
+
 def refused_appends(snap: dict[str, Any]) -> None:
     snap["batcher"]["append_failures"] = snap["devices"]["plc0"]["polls"] + 1  # still growing
 
@@ -94,6 +114,11 @@ SCENARIOS = [
     ("starting", not_ready, [0], "failing", "starting"),
     ("buffer drops just happened", old_drops, [0], "degraded", "buffer dropped 12 batches"),
     ("buffer drops long ago", old_drops, [0, 601], "ok", None),
+    ("buffer drops not yet declared", undeclared_drops, [0], "degraded", "5 of them not yet declared"),
+    ("buffer drops declared", declared_drops, [0], "degraded", "declared in signed gap batches"),
+    ("disk full: not storing", disk_full, [0], "degraded", "not publishing: disk_full"),
+    ("buffer full: not storing", buffer_full, [0], "degraded", "not publishing: buffer_full"),
+    ("watermark clamped at start", clamped_watermark, [0, 7200], "degraded", "buffer.min_free_bytes"),
     ("buffer refusing appends", refused_appends, [0, 601], "degraded", "buffer refused appends"),
 ]
 
@@ -118,3 +143,37 @@ def test_scenario(tmp_path: Path, name: str, change: Any, times: list[float], st
         assert report.reasons == []
     else:
         assert any(reason in r for r in report.reasons), report.reasons
+
+
+@pytest.mark.parametrize(("change", "publishing", "why"), [
+    (None, True, None),
+    (disk_full, False, "disk_full"),
+    (buffer_full, False, "buffer_full"),
+    (undeclared_drops, False, "dropping"),
+    (offline_uplink, False, "link"),
+])
+def test_the_document_says_whether_and_why_the_gateway_is_not_publishing(
+    tmp_path: Path, change: Any, publishing: bool, why: str | None
+) -> None:
+    """``publishing`` and ``publishing_reason`` in /health: the same words as the retained MQTT status."""
+    agent = SimpleNamespace(config=make_config(tmp_path, devices=1, poll_s=1.0, batch_interval_s=1.0),
+                            started_at=0.0)
+    snap = healthy(0)
+    if change is not None:
+        change(snap)
+    doc = assess(snap, HealthMonitor(agent, POLICY), 0.0).document()  # type: ignore[arg-type]
+
+    assert (doc["publishing"], doc["publishing_reason"]) == (publishing, why)
+
+
+def test_drops_are_never_called_declared_while_their_declaration_is_pending(tmp_path: Path) -> None:
+    """/health claimed "declared in gap batches" while the gap batches themselves were being evicted: it now
+    says declared only for drops whose declaration is stored (or acknowledged)."""
+    agent = SimpleNamespace(config=make_config(tmp_path, devices=1, poll_s=1.0, batch_interval_s=1.0),
+                            started_at=0.0)
+    snap = healthy(0)
+    snap["buffer"].update(dropped_batches=78, pending_drop_batches=78)
+    report = assess(snap, HealthMonitor(agent, POLICY), 0.0)  # type: ignore[arg-type]
+
+    assert not any("declared in" in r for r in report.reasons), report.reasons
+    assert any("78 of them not yet declared" in r for r in report.reasons), report.reasons

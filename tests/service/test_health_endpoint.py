@@ -197,3 +197,19 @@ async def test_tail_command_prints_changed_values(served: tuple[Agent, str]) -> 
 
     assert lines
     assert all(" plc0.t1 " in line and line.endswith(" good") for line in lines)
+
+
+def test_status_says_when_and_why_the_gateway_is_not_publishing(capsys: pytest.CaptureFixture[str]) -> None:
+    """`mine-agent status` puts the reason first and spells out what the buffer is doing about it."""
+    doc = {"gateway": "gw-test", "status": "degraded", "seq": 500, "ts_ms": 1_700_000_000_000,
+           "publishing": False, "publishing_reason": "disk_full",
+           "buffer": {"batches": 3, "bytes": 3000, "dropped_batches": 78, "pending_drop_batches": 2, "refused": 9,
+                      "condition": "disk_full", "clamped": ["buffer.min_free_bytes: clamped to 10 MiB"]},
+           "uplink": {"connected": True}}
+    status.render(doc)
+    out = capsys.readouterr().out
+
+    assert "NOT PUBLISHING: disk_full" in out.splitlines()[1]
+    assert "dropped 78 batches (2 not yet declared)" in out
+    assert "refused 9 appends" in out
+    assert "buffer.min_free_bytes: clamped to 10 MiB" in out

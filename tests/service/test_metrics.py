@@ -44,3 +44,15 @@ def test_backlog_per_kind_and_age() -> None:
         ("alarm", 1.0), ("data", 2.0)]
     assert sorted((s[0]["kind"], s[1]) for s in got["mine_agent_buffer_backlog_bytes_by_kind"]) == [
         ("alarm", 100.0), ("data", 200.0)]
+
+
+def test_publishing_and_why_not() -> None:
+    """Whether the gateway is publishing, and the one reason it is not, as gauges."""
+    doc = {"gateway": "gw", "publishing": False, "publishing_reason": "disk_full",
+           "buffer": {"batches": 0, "pending_drop_batches": 3, "refused": 2}}
+    got = families(render_metrics(doc))
+
+    assert got["mine_agent_publishing"] == [({}, 0.0)]
+    assert got["mine_agent_not_publishing"] == [({"reason": "disk_full"}, 1.0)]
+    assert got["mine_agent_buffer_undeclared_dropped_batches"] == [({}, 3.0)]
+    assert got["mine_agent_buffer_refused"] == [({}, 2.0)]

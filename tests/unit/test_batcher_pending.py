@@ -1,4 +1,5 @@
-"""While the buffer refuses appends the batcher keeps rows in memory, bounded; the excess is data, not alarms."""
+"""While the buffer refuses appends the batcher keeps rows in memory, bounded; the excess is data, not alarms,
+and what it discards is declared as an outage once the buffer accepts a gap batch again."""
 
 from __future__ import annotations
 
@@ -61,9 +62,12 @@ async def test_alarms_outlive_data_while_the_buffer_refuses(queue: RefusingQueue
     queue.refusing = False
     await batcher.flush()
     stored = await queue.peek(10)
+    assert [b.kind for b in stored] == ["gap", "alarm", "data"]
     bodies = {b.kind: decode_body(open_frame(b.frame)).tables for b in stored}
     assert len(bodies["alarm"]["alarm"].rows) == 3
     assert [row[1] - T0 for row in bodies["data"]["raw"].rows] == list(range(5, 12))
+    # The five discarded data rows are declared, with their time span and tag, before anything else.
+    assert bodies["gap"]["outage"].rows == [[T0, T0 + 4, "store_error", ["gas.ch4"]]]
 
 
 async def test_alarms_are_dropped_only_when_nothing_else_is_left(queue: RefusingQueue, tmp_path: Path) -> None:
@@ -76,5 +80,7 @@ async def test_alarms_are_dropped_only_when_nothing_else_is_left(queue: Refusing
     assert batcher.stats.rows_dropped_unbuffered == 3
     queue.refusing = False
     await batcher.flush()
-    (stored,) = await queue.peek(10)
+    gap, stored = await queue.peek(10)
     assert [row[1] - T0 for row in decode_body(open_frame(stored.frame)).tables["alarm"].rows] == [3, 4]
+    # The discarded alarms are declared first, as a collection gap of the refusing buffer.
+    assert decode_body(open_frame(gap.frame)).tables["outage"].rows == [[T0, T0 + 2, "store_error", ["gas.ch4"]]]
