@@ -23,14 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner, TrustStore
 from backend.receiver import ReceiverStore
+from backend.registry import entry_for
 
 WIN = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]
 
 
-def make_frames(n: int, rows: int) -> tuple[list[bytes], TrustStore]:
+def make_frames(n: int, rows: int) -> tuple[list[bytes], BatchSigner]:
     signer = BatchSigner(Ed25519PrivateKey.generate())
-    trust = TrustStore()
-    trust.add(signer.public_raw)
     tags = [f"plc{i // 50}.t{i % 50}" for i in range(rows)]
     prev, frames = wire.GENESIS_HASH, []
     t0 = 1_700_000_000_000
@@ -42,15 +41,16 @@ def make_frames(n: int, rows: int) -> tuple[list[bytes], TrustStore]:
                               t1=t0 + 10_000, kind="data", enc="zstd", body=body)
         prev, t0 = b.hash, t0 + 10_000
         frames.append(b.frame)
-    return frames, trust
+    return frames, signer
 
 
-def run(frames: list[bytes], trust: TrustStore, per_commit: int) -> tuple[float, float]:
+def run(frames: list[bytes], signer: BatchSigner, per_commit: int) -> tuple[float, float]:
     """Wall and CPU seconds to ingest every frame, ``per_commit`` frames per transaction."""
     with tempfile.TemporaryDirectory() as d, ReceiverStore(Path(d) / "bench.sqlite") as store:
+        store.registry.register(entry_for("gw-bench", signer.public_text), now_ms=0)
         start, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(frames), per_commit):
-            store.ingest_many([(f, "gw-bench") for f in frames[i:i + per_commit]], trust)
+            store.ingest_many([(f, "gw-bench", "data") for f in frames[i:i + per_commit]])
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         report = store.report()["gateways"]["gw-bench"]
         if report["batches"] != len(frames) or report["missing"] or report["chain_breaks"]:
@@ -63,7 +63,9 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--rows", type=int, default=100, help="rows (tags) per frame")
     args = p.parse_args()
-    frames, trust = make_frames(args.frames, args.rows)
+    frames, signer = make_frames(args.frames, args.rows)
+    trust = TrustStore()
+    trust.add(signer.public_raw)
     size = sum(map(len, frames)) / len(frames)
     print(f"{args.frames} frames of {args.rows} win rows, {size:.0f} bytes each (zstd)")
 
@@ -74,7 +76,7 @@ def main() -> None:
     print(f"verify + decode only:        {args.frames / verify:8.0f} frames/s  "
           f"{args.frames * args.rows / verify:9.0f} rows/s  {verify / args.frames * 1e6:6.0f} µs/frame")
     for per_commit in (1, 256):
-        t, cpu = run(frames, trust, per_commit)
+        t, cpu = run(frames, signer, per_commit)
         print(f"verify + store, {per_commit:3d}/commit: {args.frames / t:8.0f} frames/s  "
               f"{args.frames * args.rows / t:9.0f} rows/s  {t / args.frames * 1e6:6.0f} µs/frame  "
               f"(CPU {cpu / args.frames * 1e6:.0f} µs/frame; the rest is waiting for the disk)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import GAP_COLUMNS
+from backend.receiver import ReceiverStore
+from backend.registry import entry_for
 
 WIN_COLUMNS = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]  # the original ten
 T0 = 1_700_000_000_000
@@ -37,3 +39,8 @@ class Chain:
         row = [first, last, last - first + 1, records, T0, T0 + 1000, reason, ["plc1.ch4"]]
         body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [row])}, T0)
         return self._next("gap", body, T0, T0 + 1000)
+
+
+def register(store: ReceiverStore, signer: BatchSigner, gw: str = "gw-01", **validity: int) -> None:
+    """Register ``signer``'s key for ``gw`` in the store's key registry (valid since always, by default)."""
+    store.registry.register(entry_for(gw, signer.public_text, **validity), now_ms=0)
