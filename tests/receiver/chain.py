@@ -27,9 +27,10 @@ class Chain:
         self.seq, self.prev = batch.seq, batch.hash
         return batch
 
-    def data(self, rows: int = 2, *, kind: str = "data", value: float = 0.5) -> wire.Batch:
-        """A batch of ``rows`` 10 s windows of tag ``plc1.ch4`` (one window per row)."""
-        t0 = T0 + self.seq * 100_000
+    def data(self, rows: int = 2, *, kind: str = "data", value: float = 0.5, t0: int | None = None) -> wire.Batch:
+        """A batch of ``rows`` 10 s windows of tag ``plc1.ch4`` (one window per row), from ``t0`` (default:
+        100 s after the previous batch's)."""
+        t0 = T0 + self.seq * 100_000 if t0 is None else t0
         table = wire.Table(WIN_COLUMNS, [[0, i * 10_000, 10_000, 10, 10, 0, value, value, value, value]
                                          for i in range(rows)])
         return self._next(kind, wire.encode_body(["plc1.ch4"], {"win": table}, t0), t0, t0 + rows * 10_000)
