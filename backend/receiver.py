@@ -74,7 +74,7 @@ from agent.protocol.mqtt import (
     create_client,
     parse_broker_url,
 )
-from agent.protocol.tables import GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
+from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE, GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
 from backend.registry import KeyRefused, KeyRegistry
 
 log = structlog.get_logger(__name__)
@@ -164,6 +164,20 @@ CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS catalog (  -- each gateway's signed tag catalogues, one version per catalog batch
+    gw          TEXT    NOT NULL,
+    cat_seq     INTEGER NOT NULL,   -- the seq of the batch that carried this version
+    tag         TEXT    NOT NULL,   -- full tag name
+    unit        TEXT,
+    type        TEXT,
+    description TEXT,
+    scale       REAL,
+    "offset"    REAL,
+    low         REAL,               -- the plausible range, or NULL
+    high        REAL,
+    location    TEXT,
+    PRIMARY KEY (gw, cat_seq, tag)
+) WITHOUT ROWID;
 """
 # What a database of format version 1 lacks; added in place when it is opened (docs/protocol.md §6).
 _ADDED_COLUMNS = {
@@ -535,6 +549,8 @@ class ReceiverStore:
                             _row_json(cols, r)))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
+            elif name == CATALOG_TABLE:
+                self._store_catalog(batch, table)
             else:
                 measurements += len(table.rows)
         self._db.executemany("INSERT INTO records (gw, seq, tbl, tag, ts, data) VALUES (?, ?, ?, ?, ?, ?)",
@@ -562,6 +578,20 @@ class ReceiverStore:
                 "INSERT INTO declared_gaps (gw, gap_seq, first_seq, last_seq, batches, records, from_ms, "
                 "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(_json_value(tags))))
+
+    def _store_catalog(self, batch: wire.Batch, table: wire.Table) -> None:
+        """One catalogue version: this batch's seq names it. A value of the wrong type is kept as NULL here
+        (the row itself is in ``records`` as sent); a row without a tag is a malformed body."""
+        rows = []
+        for r in table.rows:
+            c = dict(zip(table.cols, r, strict=False))
+            if not _is_id(c.get(TAG_COLUMN)):
+                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag", _Claims(
+                    batch.gw, batch.seq, batch.kid))
+            rows.append((batch.gw, batch.seq, *(_catalog_value(col, c.get(col)) for col in CATALOG_COLUMNS)))
+        self._db.executemany(  # the columns of CATALOG_COLUMNS, in its order ("offset" is an SQL keyword)
+            'INSERT OR REPLACE INTO catalog (gw, cat_seq, tag, unit, type, description, scale, "offset", low, '
+            "high, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _check_links(self, batch: wire.Batch, now: int) -> tuple[tuple[int, str], ...]:
         """Check the links to whichever neighbours are already present (see the module docstring)."""
@@ -707,7 +737,19 @@ class ReceiverStore:
             "last_seq": last_seq,
             "keys": [{k: v for k, v in e.as_dict(now).items() if k not in ("gw", "key", "alg")}
                      for e in self.registry.entries(gw)],
+            "catalog": self._catalog_summary(gw),
         }
+
+    def _catalog_summary(self, gw: str) -> dict[str, Any]:
+        """The newest catalogue version (its seq and how many tags it names) and how many stored batches
+        refer to a catalogue the archive does not hold (sent, but refused or not arrived yet)."""
+        cat_seq, tags = self._db.execute(
+            "SELECT cat_seq, COUNT(*) FROM catalog WHERE gw = ? GROUP BY cat_seq ORDER BY cat_seq DESC LIMIT 1",
+            (gw,)).fetchone() or (None, 0)
+        unknown = self._db.execute(
+            "SELECT COUNT(*) FROM batches b WHERE b.gw = ? AND b.cat > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM catalog c WHERE c.gw = b.gw AND c.cat_seq = b.cat)", (gw,)).fetchone()[0]
+        return {"cat_seq": cat_seq, "tags": tags, "batches_without_catalog": unknown}
 
     def _absent(self, gw: str) -> list[list[int]]:
         """Seq ranges in [1, max stored seq] with no stored batch, found by SQL without loading every seq."""
@@ -719,20 +761,35 @@ class ReceiverStore:
 
     def records(self, *, tag: str | None = None, gw: str | None = None,
                 limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Stored rows, newest first, as ``{"gw", "seq", "table", "tag", "ts", **columns}``."""
+        """Stored rows, newest first, as ``{"gw", "seq", "table", "tag", "ts", **columns}``; a row with a
+        tag also has ``unit``: the tag's unit in the catalogue its batch refers to (None if it refers to
+        none, or the catalogue does not name the tag), unless the row has a ``unit`` column of its own."""
         where, params = [], []
         if tag is not None:
-            where.append("tag = ?")
+            where.append("r.tag = ?")
             params.append(tag)
         if gw is not None:
-            where.append("gw = ?")
+            where.append("r.gw = ?")
             params.append(gw)
-        sql = "SELECT gw, seq, tbl, tag, ts, data FROM records"
+        sql = ("SELECT r.gw, r.seq, r.tbl, r.tag, r.ts, r.data, c.unit FROM records r "
+               "LEFT JOIN batches b ON b.gw = r.gw AND b.seq = r.seq "
+               "LEFT JOIN catalog c ON c.gw = r.gw AND c.cat_seq = b.cat AND c.tag = r.tag")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        for g, seq, tbl, t, ts, data in self._db.execute(sql, [*params, limit]):
-            yield {"gw": g, "seq": seq, "table": tbl, "tag": t, "ts": ts, **json.loads(data)}
+        sql += " ORDER BY r.ts DESC, r.id DESC LIMIT ?"
+        for g, seq, tbl, t, ts, data, unit in self._db.execute(sql, [*params, limit]):
+            row = {"gw": g, "seq": seq, "table": tbl, "tag": t, "ts": ts, **json.loads(data)}
+            if t is not None:
+                row.setdefault("unit", unit)
+            yield row
+
+    def catalog(self, gw: str, cat_seq: int | None = None) -> dict[str, dict[str, Any]]:
+        """A gateway's tag catalogue, version ``cat_seq`` (default: the newest stored), by full tag name."""
+        if cat_seq is None:
+            cat_seq = self._db.execute("SELECT MAX(cat_seq) FROM catalog WHERE gw = ?", (gw,)).fetchone()[0]
+        rows = self._db.execute('SELECT tag, unit, type, description, scale, "offset", low, high, location '
+                                "FROM catalog WHERE gw = ? AND cat_seq = ? ORDER BY tag", (gw, cat_seq))
+        return {r[0]: dict(zip(CATALOG_COLUMNS[1:], r[1:], strict=True)) for r in rows}
 
 
 def _check_header(batch: wire.Batch) -> _Claims:
@@ -755,6 +812,18 @@ def _catalogue_ref(batch: wire.Batch) -> int:
     """The seq of the tag catalogue the batch refers to; 0 for none (and for frames of format version 1)."""
     cat = getattr(batch, "cat", 0)  # format version 2 header field; absent from version 1 batches
     return cat if isinstance(cat, int) else 0
+
+
+_CATALOG_NUMBERS = frozenset({"scale", "offset", "low", "high"})
+
+
+def _catalog_value(column: str, v: object) -> object:
+    """A catalogue value of the type its column stores (text or a finite number), else None."""
+    if column in _CATALOG_NUMBERS:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return float(v)
+        return None
+    return v if isinstance(v, str) else None
 
 
 def _check_row(row: list[Any], tag_i: int, time_i: list[int], table: str, claims: _Claims) -> None:

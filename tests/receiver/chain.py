@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
-from agent.protocol.tables import GAP_COLUMNS
+from agent.protocol.tables import CATALOG_COLUMNS, GAP_COLUMNS
 from backend.receiver import ReceiverStore
 from backend.registry import entry_for
 
@@ -34,6 +34,14 @@ class Chain:
         table = wire.Table(WIN_COLUMNS, [[0, i * 10_000, 10_000, 10, 10, 0, value, value, value, value]
                                          for i in range(rows)])
         return self._next(kind, wire.encode_body(["plc1.ch4"], {"win": table}, t0), t0, t0 + rows * 10_000)
+
+    def catalog(self, units: dict[str, str | None]) -> wire.Batch:
+        """A catalog batch naming each tag's unit (the other catalogue columns filled in plausibly)."""
+        tags = sorted(units)
+        rows = [[i, units[t], "float", f"{t} reading", 1.0, 0.0, 0.0, 100.0, "shaft 3"] for i, t in enumerate(tags)]
+        t0 = T0 + self.seq * 100_000
+        return self._next("catalog", wire.encode_body(tags, {"catalog": wire.Table(CATALOG_COLUMNS, rows)}, t0),
+                          t0, t0)
 
     def gap(self, first: int, last: int, *, records: int = 0, reason: str = "buffer_full") -> wire.Batch:
         """A gap batch declaring seqs ``first..last`` evicted on the gateway."""

@@ -43,7 +43,8 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
                       "refusals": {"frames": 0, "deliveries": 0, "by_cause": {}, "by_signer": {}},
-                      "missing": [], "declared_gaps": [], "last_seq": 3}
+                      "missing": [], "declared_gaps": [], "last_seq": 3,
+                      "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
 
 def test_out_of_order_arrival_is_not_a_chain_break(store: ReceiverStore,
