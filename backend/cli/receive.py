@@ -27,7 +27,7 @@ import structlog
 from agent.core.errors import AgentError
 from agent.protocol.mqtt import TlsFiles, read_password
 from backend.receiver import Receiver, ReceiverStore
-from backend.registry import parse_registry
+from backend.registry import ImportResult, parse_registry
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ def _need(args: argparse.Namespace, *names: str) -> None:
                          hint="or use --report / --records to read the database")
 
 
-def import_trust(store: ReceiverStore, path: Path, gateway: str | None) -> None:
+def import_trust(store: ReceiverStore, path: Path, gateway: str | None) -> ImportResult:
     """Bring the keys of a registry file (or of a version 1 trust file, for ``gateway``) into the store."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -82,6 +82,7 @@ def import_trust(store: ReceiverStore, path: Path, gateway: str | None) -> None:
                                            now_ms=int(store.clock.time() * 1000))
     log.info("receiver_keys_imported", path=str(path), added=len(result.added), narrowed=len(result.narrowed),
              unchanged=len(result.unchanged))
+    return result
 
 
 def main(args: argparse.Namespace) -> int:

@@ -178,3 +178,16 @@ def test_version_1_trust_file_needs_its_gateway(tmp_path: Path, signer: BatchSig
     assert main([*base, "--gateway", "gw-01"]) == 0
     with ReceiverStore(db) as store:
         assert [(e.gw, e.kid) for e in store.registry.entries()] == [("gw-01", signer.kid)]
+
+
+def test_audit_verifies_every_stored_batch(tmp_path: Path, signer: BatchSigner, trust_file: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--audit checks every stored batch again, exit 0 when all pass, 1 once its key is revoked back in time."""
+    db = _filled_db(tmp_path, signer, trust_file)
+
+    assert main(["receive", "--db", str(db), "--audit"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"checked": 2, "failed": []}
+    assert main(["keys", "revoke", "--kid", signer.kid, "--at", "1970-01-01", "--reason", "test",
+                 "--db", str(db)]) == 0
+    assert main(["receive", "--db", str(db), "--audit"]) == 1
+    assert [f["cause"] for f in json.loads(capsys.readouterr().out.split("\n", 1)[1])["failed"]] == ["revoked"] * 2
