@@ -793,18 +793,22 @@ class ReceiverStore:
 
 
 def _check_header(batch: wire.Batch) -> _Claims:
-    """Every header value in its range (docs/protocol.md §3), or a ``bounds`` refusal."""
-    claims = _Claims(batch.gw if _is_id(batch.gw) else None, batch.seq if _is_int(batch.seq, 1, MAX_SEQ) else None,
-                     batch.kid if _is_id(batch.kid) else None)
+    """Every header value of the type and in the range docs/protocol.md §3 gives it, as signed (not as the
+    frame code converted it: a seq sent as the text "7" is not the integer 7), or a ``bounds`` refusal."""
+    h = msgpack.unpackb(batch.signed, raw=False)
+    claims = _Claims(h["gw"] if _is_id(h.get("gw")) else None,
+                     h["seq"] if _is_int(h.get("seq"), 1, MAX_SEQ) else None,
+                     h["kid"] if _is_id(h.get("kid")) else None)
     problems = [name for name, ok in (
         ("gw", claims.gw is not None), ("seq", claims.seq is not None), ("kid", claims.kid is not None),
-        ("created", _is_int(batch.created, 0, MAX_TIME_MS)), ("t0", _is_int(batch.t0, 0, MAX_TIME_MS)),
-        ("t1", _is_int(batch.t1, 0, MAX_TIME_MS)), ("kind", _is_id(batch.kind)), ("enc", _is_id(batch.enc)),
-        ("alg", _is_id(batch.alg)), ("prev", len(batch.prev) == 32),
-        ("cat", _is_int(getattr(batch, "cat", 0), 0, MAX_SEQ)),
+        ("created", _is_int(h.get("created"), 0, MAX_TIME_MS)), ("t0", _is_int(h.get("t0"), 0, MAX_TIME_MS)),
+        ("t1", _is_int(h.get("t1"), 0, MAX_TIME_MS)), ("kind", _is_id(h.get("kind"))),
+        ("enc", _is_id(h.get("enc"))), ("alg", _is_id(h.get("alg"))),
+        ("prev", isinstance(h.get("prev"), bytes) and len(h["prev"]) == 32),
+        ("body", isinstance(h.get("body"), bytes)), ("cat", _is_int(h.get("cat", 0), 0, MAX_SEQ)),
     ) if not ok]
     if problems:
-        raise _Refusal("bounds", f"header values out of range: {', '.join(problems)}", claims)
+        raise _Refusal("bounds", f"header values of the wrong type or out of range: {', '.join(problems)}", claims)
     return claims
 
 
