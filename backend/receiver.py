@@ -542,11 +542,20 @@ class ReceiverStore:
             time_i = [i for i, c in enumerate(cols) if c in ROW_TIME_COLUMNS]
             ts_i = time_i[0] if time_i else -1
             for r in table.rows:
-                _check_row(r, tag_i, time_i, name, claims)
+                data = _row_json(cols, r)
+                if len(data) > MAX_STRING_CHARS:  # a shorter row cannot hold a string over the limit
+                    _check_strings(r, name, claims)
                 tag = r[tag_i] if 0 <= tag_i < len(r) else None
+                if tag_i >= 0 and not (type(tag) is str and 0 < len(tag) <= MAX_ID_CHARS):
+                    raise _Refusal("bounds", f"a tag name in table {name!r} is empty, not text or longer than "
+                                             f"{MAX_ID_CHARS} characters", claims)
+                for i in time_i:
+                    v = r[i] if i < len(r) else None
+                    if v is not None and not (type(v) is int and 0 <= v <= MAX_TIME_MS):
+                        raise _Refusal("bounds", f"a time in table {name!r} is not an integer in [0, 2**53]",
+                                       claims)
                 ts = r[ts_i] if 0 <= ts_i < len(r) and isinstance(r[ts_i], int) else batch.t0
-                out.append((batch.gw, batch.seq, name, tag if isinstance(tag, str) else None, ts,
-                            _row_json(cols, r)))
+                out.append((batch.gw, batch.seq, name, tag, ts, data))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
             elif name == CATALOG_TABLE:
@@ -830,23 +839,13 @@ def _catalog_value(column: str, v: object) -> object:
     return v if isinstance(v, str) else None
 
 
-def _check_row(row: list[Any], tag_i: int, time_i: list[int], table: str, claims: _Claims) -> None:
-    """Strings, tag names and times of one row within their bounds, or a ``bounds`` refusal."""
+def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
+    """No string value (nor one inside a list value) of ``row`` is longer than MAX_STRING_CHARS."""
     for v in row:
-        if type(v) is str and len(v) > MAX_STRING_CHARS:
-            raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} characters",
-                           claims)
-        if type(v) is list:
-            for x in v:
-                if type(x) is str and len(x) > MAX_STRING_CHARS:
-                    raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} "
-                                             "characters", claims)
-    if 0 <= tag_i < len(row) and not _is_id(row[tag_i]):
-        raise _Refusal("bounds", f"a tag name in table {table!r} is empty, not text or longer than "
-                                 f"{MAX_ID_CHARS} characters", claims)
-    for i in time_i:
-        if i < len(row) and row[i] is not None and not _is_int(row[i], 0, MAX_TIME_MS):
-            raise _Refusal("bounds", f"a time in table {table!r} is not an integer in [0, 2**53]", claims)
+        for x in v if type(v) is list else (v,):
+            if type(x) is str and len(x) > MAX_STRING_CHARS:
+                raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} "
+                                         "characters", claims)
 
 
 # ---------------------------------------------------------------------- network side
