@@ -190,3 +190,35 @@ async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
             await _wait_for(lambda: receiver.stats.acks_published == 1, "the held ack was published")
 
     assert receiver.stats.acks_published == 1
+
+
+async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
+    """Over a real broker: another gateway's key signing in gw-01's name, and a genuine frame on the wrong kind's
+    topic, are refused (counted, recorded) and no ack names their seqs; the genuine frame beside them is acked."""
+    other = BatchSigner(Ed25519PrivateKey.generate())
+    with ReceiverStore(db) as store:
+        register(store, other, "gw-02")
+    chain = Chain(signer)
+    genuine, wrong_kind = chain.data().frame, chain.data().frame
+    forger = Chain(other, gw="gw-01")
+    forger.seq = 2
+    forged = forger.data().frame  # seq 3 in gw-01's name
+    acked: set[int] = set()
+    with ReceiverStore(db) as store:
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
+        async with (running(receiver),
+                    aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
+            await watcher.subscribe("mine/gw-01/ack", qos=1)
+            await _publish(broker, [("mine/gw-01/batch/alarm", wrong_kind), ("mine/gw-01/batch/data", forged),
+                                    ("mine/gw-01/batch/data", genuine)])
+            async with asyncio.timeout(DEADLINE):
+                async for message in watcher.messages:
+                    for first, last in json.loads(message.payload)["acked"]:
+                        acked.update(range(first, last + 1))
+                    if 1 in acked:
+                        break
+            await _wait_for(lambda: receiver.stats.received == 3, "all three were received")
+
+    assert (acked, receiver.stats.stored, receiver.stats.rejected) == ({1}, 1, 2)
+    causes = _report(db)["refusals"]["by_cause"]
+    assert causes == {"kind": 1, "wrong_gateway": 1}
