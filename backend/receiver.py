@@ -89,7 +89,7 @@ MAX_ID_CHARS = 128
 MAX_SEQ = 2**63 - 1
 MAX_TIME_MS = 2**53
 MAX_REASON_CHARS = 200
-_KEPT_OVERSIZED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES, only this much is kept as evidence
+_KEPT_UNPARSED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES or that does not parse, only this is kept
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
@@ -238,6 +238,13 @@ def _reason(text: str) -> str:
     """A stored or logged reason: one line, at most MAX_REASON_CHARS characters."""
     text = " ".join(text.split())
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
+
+
+def _wire_reason(exc: WireFormatError) -> str:
+    """The frame code's reason, unless it wraps another library's error: that one's text may quote the
+    frame's or body's bytes (a repr of the data it choked on), so only the error's kind is kept."""
+    cause = exc.__cause__
+    return exc.message if cause is None else f"{exc.message.split(':', 1)[0]} ({type(cause).__name__})"
 
 
 def _is_int(v: object, low: int, high: int) -> bool:
@@ -481,7 +488,7 @@ class ReceiverStore:
         try:
             batch = wire.open_frame(frame)
         except WireFormatError as exc:
-            raise _Refusal("format", exc.message, _peek(frame)) from exc
+            raise _Refusal("format", _wire_reason(exc), _peek(frame)) from exc
         except Exception as exc:  # values the frame code lets through as Python errors
             raise _Refusal("format", f"malformed frame ({type(exc).__name__})", _peek(frame)) from exc
         claims = _check_header(batch)
@@ -510,7 +517,7 @@ class ReceiverStore:
         try:
             records = self._store_rows(batch, wire.decode_body(batch))
         except WireFormatError as exc:
-            raise _Refusal("body", exc.message, claims) from exc
+            raise _Refusal("body", _wire_reason(exc), claims) from exc
         except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
             raise
         except Exception as exc:  # a body the decoder did not foresee
@@ -631,7 +638,9 @@ class ReceiverStore:
         bump ``times``. Never ackable."""
         claims = refusal.claims
         gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
-        kept = frame if len(frame) <= MAX_FRAME_BYTES else frame[:_KEPT_OVERSIZED_BYTES]
+        # A frame that does not parse cannot be verified later: a prefix is evidence enough of what it was.
+        whole = refusal.cause != "format" and len(frame) <= MAX_FRAME_BYTES
+        kept = frame if whole else frame[:_KEPT_UNPARSED_BYTES]
         self._db.execute(
             "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
             "frame_hash, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -53,3 +53,19 @@ class Chain:
 def register(store: ReceiverStore, signer: BatchSigner, gw: str = "gw-01", **validity: int) -> None:
     """Register ``signer``'s key for ``gw`` in the store's key registry (valid since always, by default)."""
     store.registry.register(entry_for(gw, signer.public_text, **validity), now_ms=0)
+
+
+class WallClock:
+    """The receiver's clock, set by the test: arrival times are what revocation is judged by."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def time(self) -> float:
+        return self.ms / 1000
+
+    def monotonic(self) -> float:
+        return self.ms / 1000
+
+    async def sleep(self, seconds: float) -> None:  # pragma: no cover - the store never sleeps
+        raise NotImplementedError

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore
-from tests.receiver.chain import Chain, register
+from tests.receiver.chain import T0, Chain, WallClock, register
 
 
 @pytest.fixture
@@ -162,3 +163,19 @@ def test_a_frame_of_a_on_bs_topic_is_refused_as_topic(store: ReceiverStore, key_
     assert (result.gw, result.cause, result.signer) == ("gw-B", "topic", key_a.kid)
     (entry,) = store.report()["gateways"]["gw-B"]["rejected"]
     assert (entry["claimed_gw"], entry["signer"]) == ("gw-A", key_a.kid)
+
+
+def test_a_flood_of_refusals_is_logged_once_with_a_count(tmp_path: Path) -> None:
+    """Fifty garbage frames on B's topic give one log line; the next line of that kind, a minute later, says
+    how many were held back."""
+    clock = WallClock(T0)
+    with ReceiverStore(tmp_path / "flood.sqlite", clock=clock) as store:
+        with structlog.testing.capture_logs() as logs:
+            store.ingest_many([(b"junk %d" % i, "gw-B", "data") for i in range(50)])
+        assert [(e["event"], e["gateway"], e["error"]) for e in logs] == [
+            ("receiver_batch_rejected", "gw-B", "format")]
+
+        clock.ms += 60_000
+        with structlog.testing.capture_logs() as logs:
+            store.ingest(b"junk again", topic_gw="gw-B", topic_kind="data")
+    assert [e["suppressed"] for e in logs] == [49]

@@ -12,25 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore
 from backend.registry import entry_for
-from tests.receiver.chain import T0, Chain, register
+from tests.receiver.chain import T0, Chain, WallClock, register
 
 HOUR = 3_600_000
-
-
-class WallClock:
-    """The receiver's clock, set by the test: arrival times are what revocation is judged by."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time(self) -> float:
-        return self.ms / 1000
-
-    def monotonic(self) -> float:
-        return self.ms / 1000
-
-    async def sleep(self, seconds: float) -> None:  # pragma: no cover - the store never sleeps
-        raise NotImplementedError
 
 
 def _key() -> BatchSigner:

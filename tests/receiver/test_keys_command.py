@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.protocol.signing import BatchSigner
 from backend.cli import main
 from backend.receiver import ReceiverStore
+from tests.receiver.chain import Chain, register
 
 
 def _key() -> BatchSigner:
@@ -109,3 +110,16 @@ def test_import_registry_and_version_1_files(tmp_path: Path, capsys: pytest.Capt
     assert main(["keys", "import", str(listing), "--db", str(other)]) == 0
     with ReceiverStore(db) as s1, ReceiverStore(other) as s2:
         assert s1.registry.entries() == s2.registry.entries()
+
+
+def test_a_revocation_reaches_a_running_store_at_its_next_frame(tmp_path: Path) -> None:
+    """The receiver's open store refuses the revoked key's next frame without a restart: the command changes the
+    registry table the store reads for every frame."""
+    db, k = tmp_path / "r.sqlite", _key()
+    chain = Chain(k)
+    with ReceiverStore(db) as running:
+        register(running, k)
+        assert running.ingest(chain.data().frame).status == "stored"
+        assert main(["keys", "revoke", "--kid", k.kid, "--reason", "stolen", "--db", str(db)]) == 0
+
+        assert running.ingest(chain.data().frame).cause == "revoked"
