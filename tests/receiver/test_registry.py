@@ -7,10 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.core.errors import AgentError
 from agent.protocol.signing import BatchSigner
 from backend.registry import KeyRefused, KeyRegistry, entry_for, format_entry, parse_registry, parse_time
+from tests.fuzzing import FUZZ_EXAMPLES
 
 DAY = 86_400_000
 T = parse_time("2026-06-01")
@@ -141,3 +144,27 @@ def test_rotation_bounds_the_old_key(registry: KeyRegistry) -> None:
     assert [(e.kid, e.valid_until_ms) for e in narrowed] == [(old.kid, T + DAY)]
     assert {e.kid: e.status(T + 2 * DAY) for e in registry.entries("gw-01")} == {old.kid: "expired",
                                                                                new.kid: "valid"}
+
+
+_LINE_PARTS = st.sampled_from(["gw-01", "ed25519:", _key().public_text, "from=2026-01-01", "until=", "revoked=x",
+                               "#", "=", ":", " ", "\t", "\n", "ed25519:AAAA", "é", "\x00"])
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(_LINE_PARTS, st.text(max_size=30)), max_size=30).map("".join),
+       st.sampled_from([None, "gw-07"]))
+def test_fuzz_registry_text_gives_entries_or_a_located_error(text: str, gateway: str | None) -> None:
+    """Whatever a key file holds, reading it gives well-formed entries or an AgentError naming the line."""
+    located: tuple[str | None, int | None] = ("keys.txt", 0)
+    entries = []
+    try:
+        entries = parse_registry(text, gateway=gateway, path="keys.txt")
+    except AgentError as exc:
+        located = (exc.path, exc.line)
+    assert located[0] == "keys.txt"
+    assert located[1] is not None
+    for e in entries:
+        assert len(e.public_key) == 32
+        assert e.valid_until_ms is None or e.valid_until_ms >= e.valid_from_ms
+        assert parse_registry(format_entry(e)) == [e]
