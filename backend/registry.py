@@ -138,7 +138,11 @@ def format_time(ms: int | None) -> str | None:
     """Unix ms as ISO 8601 UTC (``2026-01-31T08:00:00.000Z``), None as None."""
     if ms is None:
         return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    except (ValueError, OverflowError, OSError):  # beyond year 9999: a time a frame may claim, not a date
+        return f"{ms} ms"
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_gateway_id(gw: str, *, where: str = "gateway") -> str:

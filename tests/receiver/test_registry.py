@@ -65,6 +65,7 @@ def test_validity_is_judged_by_created_and_revocation_by_arrival(registry: KeyRe
 
     assert _refusal(registry, kid=k.kid, created_ms=T - 1) == "key_not_valid"
     assert _refusal(registry, kid=k.kid, created_ms=T + DAY + 1) == "key_not_valid"
+    assert _refusal(registry, kid=k.kid, created_ms=2**53) == "key_not_valid"  # beyond any calendar
     registry.revoke(k.kid, at_ms=T + 10, reason="stolen")
     assert _refusal(registry, kid=k.kid, created_ms=T, arrival_ms=T + 10) == "revoked"
     assert registry.lookup(gw="gw-01", kid=k.kid, alg="ed25519", created_ms=T, arrival_ms=T + 9) is not None
