@@ -4,11 +4,12 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
 
 * :class:`ReceiverStore` is the system of record: synchronous, no network, one SQLite file in WAL mode with
   ``synchronous=FULL`` (a batch it has acknowledged survives a power cut of the backend). It opens and
-  verifies each frame, decides *stored* / *duplicate* / *rejected*, and answers "what do we have, what is
-  missing, what did the gateway declare lost, what did we refuse and why" (:meth:`ReceiverStore.report`).
+  checks each frame (bounds, topic, kind, the key registry of :mod:`backend.registry`, the signature),
+  decides *stored* / *duplicate* / *rejected*, and answers "what do we have, what is missing, what did the
+  gateway declare lost, what did we refuse, from whom and why" (:meth:`ReceiverStore.report`).
 * :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session), feeds the store and,
   only after the store's commit, acknowledges: the MQTT PUBACK to the broker (manual acknowledgement, so a
-  receiver crash before the commit makes the broker deliver again) and, in end-to-end mode, the JSON ack on
+  receiver crash before the commit makes the broker deliver again) and, in end-to-end mode, the ack on
   ``<prefix>/<gw>/ack`` that lets the gateway delete the batch from its buffer.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
@@ -18,10 +19,14 @@ stored, the store checks ``n.prev == hash(n-1)`` if ``n-1`` is present and ``has
 must point at the genesis hash. A mismatch is recorded as a chain break (the batch itself is still stored:
 its signature is valid, and the break is evidence to keep, not to throw away).
 
-Why a rejected frame is kept (bytes and reason) and acknowledged: resending it would not change the outcome,
-and the gateway must not hold its buffer hostage to a frame we will never accept. Keeping the bytes means a
-frame refused for an unknown key can be checked again once the key is trusted
-(:meth:`ReceiverStore.reverify`).
+Why a refused frame is never acknowledged: an ack means "the archive durably holds this exact batch". Acking a
+refusal let a forger's frame in gateway B's name make B delete its genuine batch. A refused frame is kept
+once (bytes, cause, signer, a short reason), so one refused for an unknown key can be checked again once the
+key is registered (:meth:`ReceiverStore.reverify`); its seq stays ``missing`` until a valid copy arrives.
+
+Why each frame is decided in a savepoint of its own: one frame nobody foresaw (a value out of range, a body
+that breaks a decoder) must not abort the frames committed with it, nor, by being redelivered, the receiver.
+Only a failure of the database itself aborts the commit group, and then nothing of it is acknowledged.
 
 Why ``missing`` counts only stored batches: the highest seq is taken from batches whose signature verified,
 so a forged frame claiming seq 10**9 cannot invent a billion missing batches.
@@ -30,6 +35,8 @@ so a forged frame claiming seq 10**9 cannot invent a billion missing batches.
 from __future__ import annotations
 
 __all__ = [
+    "CAUSES",
+    "Arrival",
     "BrokerAddress",
     "IngestResult",
     "Receiver",
@@ -41,7 +48,6 @@ __all__ = [
 ]
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -52,12 +58,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgpack
 import structlog
 
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable
 from agent.core.clock import Clock, SystemClock
-from agent.core.errors import AgentError, SignatureError, WireFormatError
+from agent.core.errors import AgentError, WireFormatError
 from agent.protocol import wire
 from agent.protocol.mqtt import (
     BrokerAddress,
@@ -67,12 +74,30 @@ from agent.protocol.mqtt import (
     create_client,
     parse_broker_url,
 )
-from agent.protocol.signing import TrustStore
-from agent.protocol.tables import GAP_TABLE, ROW_TIME_COLUMNS
+from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE, GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
+from backend.registry import KeyRefused, KeyRegistry
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_GATEWAY = "unknown"
+
+# The bounds of docs/protocol.md §3 (the same values as agent.protocol.limits, which the frame code enforces).
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_ROWS_PER_BATCH = 200_000
+MAX_STRING_CHARS = 4096
+MAX_ID_CHARS = 128
+MAX_SEQ = 2**63 - 1
+MAX_TIME_MS = 2**53
+MAX_REASON_CHARS = 200
+_KEPT_UNPARSED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES or that does not parse, only this is kept
+
+# Why a frame was refused: the fixed list of docs/protocol.md §6.
+CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
+          "signature", "seq_reused", "body")
+Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
+                "revoked", "signature", "seq_reused", "body"]
+REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -86,8 +111,9 @@ CREATE TABLE IF NOT EXISTS batches (
     created     INTEGER NOT NULL,
     kid         TEXT    NOT NULL,
     received_at INTEGER NOT NULL,   -- Unix ms, receiver clock
-    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but "gap")
+    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but "gap" and "catalog")
     frame       BLOB    NOT NULL,   -- the frame exactly as received: the evidence, verifiable by anyone
+    cat         INTEGER NOT NULL DEFAULT 0,   -- the seq of the tag catalogue the batch refers to (0: none)
     PRIMARY KEY (gw, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
@@ -103,11 +129,13 @@ CREATE INDEX IF NOT EXISTS records_by_tag ON records (tag, ts);
 CREATE INDEX IF NOT EXISTS records_by_batch ON records (gw, seq);
 CREATE TABLE IF NOT EXISTS rejected (
     id          INTEGER PRIMARY KEY,
-    gw          TEXT    NOT NULL,   -- the gateway the frame names, or "unknown"
-    seq         INTEGER,            -- the seq the frame claims, if it could be read
-    cause       TEXT    NOT NULL,   -- format | topic | signature | content
-    reason      TEXT    NOT NULL,
-    received_at INTEGER NOT NULL,
+    gw          TEXT    NOT NULL,   -- the gateway of the topic it came on, else the one it names, else "unknown"
+    claimed_gw  TEXT,               -- the gateway the frame names, if it could be read
+    claimed_seq INTEGER,            -- the seq it claims, if a valid one could be read
+    signer_kid  TEXT,               -- the key id it names, if it could be read
+    cause       TEXT    NOT NULL,   -- one of CAUSES
+    reason      TEXT    NOT NULL,   -- at most 200 characters, never the frame's content
+    received_at INTEGER NOT NULL,   -- first arrival
     times       INTEGER NOT NULL DEFAULT 1,   -- how often this exact frame arrived
     frame_hash  BLOB    NOT NULL UNIQUE,      -- SHA-256 of the whole frame
     frame       BLOB    NOT NULL
@@ -136,15 +164,38 @@ CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS catalog (  -- each gateway's signed tag catalogues, one version per catalog batch
+    gw          TEXT    NOT NULL,
+    cat_seq     INTEGER NOT NULL,   -- the seq of the batch that carried this version
+    tag         TEXT    NOT NULL,   -- full tag name
+    unit        TEXT,
+    type        TEXT,
+    description TEXT,
+    scale       REAL,
+    "offset"    REAL,
+    low         REAL,               -- the plausible range, or NULL
+    high        REAL,
+    location    TEXT,
+    PRIMARY KEY (gw, cat_seq, tag)
+) WITHOUT ROWID;
 """
+# What a database of format version 1 lacks; added in place when it is opened (docs/protocol.md §6).
+_ADDED_COLUMNS = {
+    "batches": [("cat", "INTEGER NOT NULL DEFAULT 0")],
+    "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT")],
+}
+_INDEXES = "CREATE INDEX IF NOT EXISTS rejected_by_gw ON rejected (gw, cause);"
 
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """What the store decided about one frame.
 
-    ``ackable`` says whether ``(gw, seq)`` may be acknowledged to the gateway: the decision is durable and a
-    resend would not change it. ``chain_breaks`` lists the breaks this frame revealed, as (seq, reason).
+    ``ackable`` says whether ``(gw, seq)`` may be acknowledged to the gateway: true exactly when the archive
+    durably holds this batch (stored now, or a duplicate of a stored one); never for a refusal.
+    ``chain_breaks`` lists the breaks this frame revealed, as (seq, reason). For a refusal, ``gw`` is the
+    gateway it is accounted under (the topic's), ``seq`` the seq it claims if valid, ``cause`` one of
+    :data:`CAUSES` and ``signer`` the key id it names.
     """
 
     status: Literal["stored", "duplicate", "rejected"]
@@ -157,6 +208,88 @@ class IngestResult:
     ackable: bool = False
     hash: bytes | None = None  # the batch hash and its prev, for stored and duplicate batches: what a signed
     prev: bytes | None = None  # ack names (agent.protocol.acks.linked_ranges)
+    cause: Cause | None = None
+    signer: str | None = None
+
+
+# (frame, the <gw> level of its topic, the <kind> level of its topic); None where there was no topic.
+Arrival = tuple[bytes, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """What a frame says about itself, each value type- and range-checked, None where unreadable."""
+
+    gw: str | None = None
+    seq: int | None = None
+    kid: str | None = None
+
+
+class _Refusal(AgentError):
+    """One frame is refused; raised inside the store and turned into a ``rejected`` row, never further."""
+
+    def __init__(self, cause: Cause, reason: str, claims: _Claims) -> None:
+        super().__init__(_reason(reason))
+        self.cause: Cause = cause
+        self.claims = claims
+
+
+def _reason(text: str) -> str:
+    """A stored or logged reason: one line, at most MAX_REASON_CHARS characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
+
+
+def _wire_reason(exc: WireFormatError) -> str:
+    """The frame code's reason, unless it wraps another library's error: that one's text may quote the
+    frame's or body's bytes (a repr of the data it choked on), so only the error's kind is kept."""
+    cause = exc.__cause__
+    return exc.message if cause is None else f"{exc.message.split(':', 1)[0]} ({type(cause).__name__})"
+
+
+def _is_int(v: object, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_id(v: object) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= MAX_ID_CHARS
+
+
+def _peek(frame: bytes) -> _Claims:
+    """The gateway, seq and key a frame that did not open names, as far as they can be read safely."""
+    try:
+        outer = msgpack.unpackb(frame, raw=False)
+        header = msgpack.unpackb(outer[1], raw=False) if isinstance(outer, list) and len(outer) == 3 else None
+    except Exception:  # best effort on bytes already refused: any failure means unreadable
+        return _Claims()
+    if not isinstance(header, dict):
+        return _Claims()
+    gw, seq, kid = header.get("gw"), header.get("seq"), header.get("kid")
+    return _Claims(gw if _is_id(gw) else None, seq if _is_int(seq, 1, MAX_SEQ) else None,
+                   kid if _is_id(kid) else None)
+
+
+class _Throttle:
+    """At most one log line per key per ``period_s``; the lines held back are counted into the next one."""
+
+    def __init__(self, clock: Clock, period_s: float = 60.0, max_keys: int = 1000) -> None:
+        self.clock = clock
+        self.period_s = period_s
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, ...], list[float]] = {}  # key -> [last logged at, held back since]
+
+    def allow(self, *key: str) -> int | None:
+        """None to hold this line back, else how many were held back before it."""
+        now = self.clock.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.period_s:
+            seen[1] += 1
+            return None
+        if seen is None and len(self._seen) >= self.max_keys:
+            self._seen.clear()
+        held = int(seen[1]) if seen is not None else 0
+        self._seen[key] = [now, 0]
+        return held
 
 
 def coalesce(seqs: Iterable[int]) -> list[list[int]]:
@@ -225,11 +358,15 @@ def _subtract(ranges: list[list[int]], holes: list[tuple[int, int]]) -> list[lis
 
 
 class ReceiverStore:
-    """Verified batches and their accounting in one SQLite file. Synchronous; one thread at a time."""
+    """Verified batches and their accounting in one SQLite file. Synchronous; one thread at a time.
+
+    ``registry`` (:class:`backend.registry.KeyRegistry`) holds the keys in the same file.
+    """
 
     def __init__(self, db_path: Path | str, *, clock: Clock | None = None) -> None:
         self.path = Path(db_path)
         self.clock = clock or SystemClock()
+        self._throttle = _Throttle(self.clock)
         try:
             # check_same_thread=False: the async Receiver runs every call in one dedicated worker thread,
             # which is not the thread that opened the file. Calls are never concurrent.
@@ -237,10 +374,41 @@ class ReceiverStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # the system of record: survive a power cut
             self._db.execute("PRAGMA busy_timeout=10000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise AgentError(f"the receiver database is of a newer format ({version})", path=str(self.path),
+                                 hint="open it with the mine-backend version that wrote it")
             self._db.executescript(_SCHEMA)
+            if version < SCHEMA_VERSION:
+                self._migrate()
+            self._db.executescript(_INDEXES)
+            self.registry = KeyRegistry(self._db)
         except sqlite3.Error as exc:
             raise AgentError(f"cannot open the receiver database: {exc}", path=str(self.path),
                              hint="check the path, its permissions and free disk space") from exc
+
+    def _migrate(self) -> None:
+        """Bring a database of format version 1 to this one in place: add the new columns and fill them
+        from what version 1 kept (its ``content`` refusals were all reused seqs)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, decl in columns:
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            rows = self._db.execute("SELECT id, frame FROM rejected WHERE claimed_gw IS NULL AND "
+                                    "claimed_seq IS NULL AND signer_kid IS NULL").fetchall()
+            for row_id, frame in rows:
+                claims = _peek(bytes(frame))
+                self._db.execute("UPDATE rejected SET claimed_gw = ?, claimed_seq = ?, signer_kid = ? WHERE id = ?",
+                                 (claims.gw, claims.seq, claims.kid, row_id))
+            self._db.execute("UPDATE rejected SET cause = 'seq_reused' WHERE cause = 'content'")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -253,55 +421,88 @@ class ReceiverStore:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self, frame: bytes, trust: TrustStore, *, topic_gw: str | None = None) -> IngestResult:
-        """Verify, decide and durably record one frame (one transaction)."""
-        return self.ingest_many([(frame, topic_gw)], trust)[0]
+    def ingest(self, frame: bytes, *, topic_gw: str | None = None, topic_kind: str | None = None) -> IngestResult:
+        """Check, decide and durably record one frame (one transaction)."""
+        return self.ingest_many([(frame, topic_gw, topic_kind)])[0]
 
-    def ingest_many(self, frames: Sequence[tuple[bytes, str | None]],
-                    trust: TrustStore) -> list[IngestResult]:
-        """Verify and record several frames in one transaction (one fsync), in order.
+    def ingest_many(self, frames: Sequence[Arrival]) -> list[IngestResult]:
+        """Check and record several frames in one transaction (one fsync), in order.
 
-        Each item is ``(frame, topic_gw)``: ``topic_gw`` is the gateway named by the MQTT topic the frame
-        came on, or None when unknown; a signed batch of another gateway on that topic is rejected.
-        Nothing is acknowledged by the caller before this returns, so a crash inside it only causes
-        redelivery.
+        Each item is ``(frame, topic_gw, topic_kind)``: the ``<gw>`` and ``<kind>`` levels of the MQTT topic
+        the frame came on, or None when there was no topic (then the frame's own are taken). Each frame is
+        decided in a savepoint of its own, so no frame can abort another; only a failure of the database
+        raises (:class:`AgentError`, nothing committed). Nothing is acknowledged by the caller before this
+        returns, so a crash inside it only causes redelivery.
         """
         now = int(self.clock.time() * 1000)
         results: list[IngestResult] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for frame, topic_gw in frames:
-                    results.append(self._ingest_one(frame, trust, topic_gw, now))
+                for frame, topic_gw, topic_kind in frames:
+                    results.append(self._decide(frame, topic_gw, topic_kind, now))
                 self._db.execute("COMMIT")
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise AgentError(f"cannot store batches: {exc}", path=str(self.path),
                              hint="check free disk space and that no other program locks the file",
                              recoverable=True) from exc
-        for r in results:
-            if r.status == "rejected":
-                log.warning("receiver_batch_rejected", gateway=r.gw, seq=r.seq, error=r.reason)
-            for seq, reason in r.chain_breaks:
-                log.error("receiver_chain_break", gateway=r.gw, seq=seq, error=reason)
+        self._log(results)
         return results
 
-    def _ingest_one(self, frame: bytes, trust: TrustStore, topic_gw: str | None, now: int) -> IngestResult:
+    def _log(self, results: list[IngestResult]) -> None:
+        """Refusals and chain breaks, at most one line per gateway and cause a minute (a flood of forged
+        frames must not become a flood of log lines)."""
+        for r in results:
+            if r.status == "rejected" and (held := self._throttle.allow(r.gw, r.cause or "")) is not None:
+                log.warning("receiver_batch_rejected", gateway=r.gw, seq=r.seq, error=r.cause, reason=r.reason,
+                            signer=r.signer, suppressed=held)
+            for seq, reason in r.chain_breaks:
+                if (held := self._throttle.allow(r.gw, "chain_break")) is not None:
+                    log.error("receiver_chain_break", gateway=r.gw, seq=seq, error=reason, suppressed=held)
+
+    def _decide(self, frame: bytes, topic_gw: str | None, topic_kind: str | None, now: int) -> IngestResult:
+        """One frame in a savepoint of its own: stored, duplicate, or refused and recorded."""
+        self._db.execute("SAVEPOINT frame")
+        try:
+            result = self._ingest_one(frame, topic_gw, topic_kind, now)
+        except _Refusal as refusal:
+            self._db.execute("ROLLBACK TO frame")
+            result = self._refuse(frame, topic_gw, refusal, now)
+        except (sqlite3.OperationalError, sqlite3.InternalError):
+            raise  # the database itself (disk full, I/O, lock): the whole group fails, nothing is acked
+        except Exception as exc:  # a frame no check foresaw must not stop the others
+            self._db.execute("ROLLBACK TO frame")
+            unforeseen = _Refusal("format", f"frame not understood ({type(exc).__name__})", _peek(frame))
+            result = self._refuse(frame, topic_gw, unforeseen, now)
+        self._db.execute("RELEASE frame")
+        return result
+
+    def _ingest_one(self, frame: bytes, topic_gw: str | None, topic_kind: str | None,
+                    arrival: int) -> IngestResult:
+        if len(frame) > MAX_FRAME_BYTES:
+            raise _Refusal("bounds", f"frame of {len(frame)} bytes, the limit is {MAX_FRAME_BYTES}", _Claims())
         try:
             batch = wire.open_frame(frame)
         except WireFormatError as exc:
-            return self._reject(frame, topic_gw or UNKNOWN_GATEWAY, None, exc.message, now, cause="format",
-                                ackable=False)
-        if topic_gw is not None and topic_gw != batch.gw:
-            reason = f"frame of gateway {batch.gw!r} published on the topic of gateway {topic_gw!r}"
-            return self._reject(frame, topic_gw, batch.seq, reason, now, cause="topic", ackable=False)
+            raise _Refusal("format", _wire_reason(exc), _peek(frame)) from exc
+        except Exception as exc:  # values the frame code lets through as Python errors
+            raise _Refusal("format", f"malformed frame ({type(exc).__name__})", _peek(frame)) from exc
+        claims = _check_header(batch)
+        if topic_gw is not None and batch.gw != topic_gw:
+            raise _Refusal("topic", f"frame of gateway {batch.gw!r} on the topic of gateway "
+                                    f"{topic_gw[:MAX_ID_CHARS]!r}", claims)
+        if batch.kind not in KINDS or (topic_kind is not None and batch.kind != topic_kind):
+            raise _Refusal("kind", f"signed kind {batch.kind!r} on the topic kind "
+                                   f"{(topic_kind or '')[:MAX_ID_CHARS]!r}", claims)
         try:
-            trust.verify(batch.alg, batch.kid, batch.signed, batch.sig)
-        except SignatureError as exc:
-            return self._reject(frame, batch.gw, batch.seq, exc.message, now, cause="signature")
+            self.registry.verify(gw=batch.gw, kid=batch.kid, alg=batch.alg, created_ms=batch.created,
+                                 arrival_ms=arrival, signed=batch.signed, sig=batch.sig)
+        except KeyRefused as exc:
+            raise _Refusal(exc.cause, exc.message, claims) from exc
 
         row = self._db.execute("SELECT hash FROM batches WHERE gw=? AND seq=?",
                                (batch.gw, batch.seq)).fetchone()
@@ -311,44 +512,61 @@ class ReceiverStore:
                                  "ON CONFLICT (gw) DO UPDATE SET duplicates = duplicates + 1", (batch.gw,))
                 return IngestResult("duplicate", batch.gw, batch.seq, kind=batch.kind, ackable=True,
                                     hash=batch.hash, prev=batch.prev)
-            return self._reject(frame, batch.gw, batch.seq,
-                                f"seq reused with different content (stored hash {_short(bytes(row[0]))}, "
-                                f"this hash {_short(batch.hash)})", now, cause="content")
-
-        # A savepoint, so a body found malformed half-way through its rows leaves none of them behind.
-        self._db.execute("SAVEPOINT body")
+            raise _Refusal("seq_reused", f"seq reused with different content (stored hash "
+                                         f"{_short(bytes(row[0]))}, this hash {_short(batch.hash)})", claims)
         try:
             records = self._store_rows(batch, wire.decode_body(batch))
         except WireFormatError as exc:
-            self._db.execute("ROLLBACK TO body")
-            self._db.execute("RELEASE body")
-            return self._reject(frame, batch.gw, batch.seq, exc.message, now, cause="format")
-        self._db.execute("RELEASE body")
+            raise _Refusal("body", _wire_reason(exc), claims) from exc
+        except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
+            raise
+        except Exception as exc:  # a body the decoder did not foresee
+            raise _Refusal("body", f"body not understood ({type(exc).__name__})", claims) from exc
         self._db.execute(
             "INSERT INTO batches (gw, seq, hash, prev, kind, t0, t1, created, kid, received_at, records, "
-            "frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "frame, cat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.gw, batch.seq, batch.hash, batch.prev, batch.kind, batch.t0, batch.t1, batch.created,
-             batch.kid, now, records, frame),
+             batch.kid, arrival, records, frame, _catalogue_ref(batch)),
         )
-        breaks = self._check_links(batch, now)
+        breaks = self._check_links(batch, arrival)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
         """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows)."""
+        rows = sum(len(t.rows) for t in body.tables.values())
+        claims = _Claims(batch.gw, batch.seq, batch.kid)
+        if rows > MAX_ROWS_PER_BATCH:
+            raise _Refusal("bounds", f"{rows} rows, the limit is {MAX_ROWS_PER_BATCH}", claims)
         measurements = 0
         out: list[tuple[str, int, str, str | None, int, str]] = []
         for name, table in body.tables.items():
             cols = table.cols
-            tag_i = cols.index("tag") if "tag" in cols else -1
-            ts_i = next((cols.index(c) for c in ROW_TIME_COLUMNS if c in cols), -1)
+            if not _is_id(name) or not all(_is_id(c) for c in cols):
+                raise _Refusal("bounds", "a table or column name is empty or longer than "
+                                         f"{MAX_ID_CHARS} characters", claims)
+            tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
+            time_i = [i for i, c in enumerate(cols) if c in ROW_TIME_COLUMNS]
+            ts_i = time_i[0] if time_i else -1
             for r in table.rows:
+                data = _row_json(cols, r)
+                if len(data) > MAX_STRING_CHARS:  # a shorter row cannot hold a string over the limit
+                    _check_strings(r, name, claims)
                 tag = r[tag_i] if 0 <= tag_i < len(r) else None
+                if tag_i >= 0 and not (type(tag) is str and 0 < len(tag) <= MAX_ID_CHARS):
+                    raise _Refusal("bounds", f"a tag name in table {name!r} is empty, not text or longer than "
+                                             f"{MAX_ID_CHARS} characters", claims)
+                for i in time_i:
+                    v = r[i] if i < len(r) else None
+                    if v is not None and not (type(v) is int and 0 <= v <= MAX_TIME_MS):
+                        raise _Refusal("bounds", f"a time in table {name!r} is not an integer in [0, 2**53]",
+                                       claims)
                 ts = r[ts_i] if 0 <= ts_i < len(r) and isinstance(r[ts_i], int) else batch.t0
-                out.append((batch.gw, batch.seq, name, tag if isinstance(tag, str) else None, ts,
-                            _row_json(cols, r)))
+                out.append((batch.gw, batch.seq, name, tag, ts, data))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
+            elif name == CATALOG_TABLE:
+                self._store_catalog(batch, table)
             else:
                 measurements += len(table.rows)
         self._db.executemany("INSERT INTO records (gw, seq, tbl, tag, ts, data) VALUES (?, ?, ?, ?, ?, ?)",
@@ -356,21 +574,40 @@ class ReceiverStore:
         return measurements
 
     def _declare_gaps(self, batch: wire.Batch, table: wire.Table) -> None:
+        claims = _Claims(batch.gw, batch.seq, batch.kid)
         for r in table.rows:
             g = dict(zip(table.cols, r, strict=False))
-            try:
-                values = (batch.gw, batch.seq, int(g["first_seq"]), int(g["last_seq"]),
-                          int(g.get("batches") or 0), int(g.get("records") or 0),
-                          g.get("from_ms"), g.get("to_ms"), str(g.get("reason") or ""),
-                          json.dumps(_json_value(g.get("tags") or [])))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise WireFormatError(f"malformed gap row in batch seq {batch.seq}: {exc!r}") from exc
-            if values[2] < 1 or values[3] < values[2] or values[3] >= batch.seq:
-                raise WireFormatError(f"gap row in batch seq {batch.seq} declares an impossible range "
-                                      f"{values[2]}..{values[3]}")
+            first, last = g.get("first_seq"), g.get("last_seq")
+            counts = [g.get("batches") or 0, g.get("records") or 0]
+            times = [g.get("from_ms"), g.get("to_ms")]
+            reason, tags = g.get("reason") or "", g.get("tags") or []
+            if not (isinstance(first, int) and isinstance(last, int)
+                    and _is_int(first, 1, MAX_SEQ) and _is_int(last, 1, MAX_SEQ)
+                    and all(_is_int(c, 0, MAX_SEQ) for c in counts)
+                    and all(t is None or _is_int(t, 0, MAX_TIME_MS) for t in times)
+                    and isinstance(reason, str) and isinstance(tags, list)):
+                raise _Refusal("body", f"malformed gap row in batch seq {batch.seq}", claims)
+            if last < first or last >= batch.seq:
+                raise _Refusal("body", f"gap row in batch seq {batch.seq} declares an impossible range "
+                                       f"{first}..{last} (a gap batch declares only earlier seqs)", claims)
             self._db.execute(
                 "INSERT INTO declared_gaps (gw, gap_seq, first_seq, last_seq, batches, records, from_ms, "
-                "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(_json_value(tags))))
+
+    def _store_catalog(self, batch: wire.Batch, table: wire.Table) -> None:
+        """One catalogue version: this batch's seq names it. A value of the wrong type is kept as NULL here
+        (the row itself is in ``records`` as sent); a row without a tag is a malformed body."""
+        rows = []
+        for r in table.rows:
+            c = dict(zip(table.cols, r, strict=False))
+            if not _is_id(c.get(TAG_COLUMN)):
+                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag", _Claims(
+                    batch.gw, batch.seq, batch.kid))
+            rows.append((batch.gw, batch.seq, *(_catalog_value(col, c.get(col)) for col in CATALOG_COLUMNS)))
+        self._db.executemany(  # the columns of CATALOG_COLUMNS, in its order ("offset" is an SQL keyword)
+            'INSERT OR REPLACE INTO catalog (gw, cat_seq, tag, unit, type, description, scale, "offset", low, '
+            "high, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _check_links(self, batch: wire.Batch, now: int) -> tuple[tuple[int, str], ...]:
         """Check the links to whichever neighbours are already present (see the module docstring)."""
@@ -384,67 +621,122 @@ class ReceiverStore:
             if before is not None and bytes(before[0]) != batch.prev:
                 breaks.append((batch.seq, f"prev {_short(batch.prev)} is not the hash of seq {batch.seq - 1} "
                                           f"({_short(bytes(before[0]))})"))
-        after = self._db.execute("SELECT prev FROM batches WHERE gw=? AND seq=?",
-                                 (batch.gw, batch.seq + 1)).fetchone()
-        if after is not None and bytes(after[0]) != batch.hash:
-            breaks.append((batch.seq + 1, f"prev {_short(bytes(after[0]))} is not the hash of seq "
-                                          f"{batch.seq} ({_short(batch.hash)})"))
+        if batch.seq < MAX_SEQ:
+            after = self._db.execute("SELECT prev FROM batches WHERE gw=? AND seq=?",
+                                     (batch.gw, batch.seq + 1)).fetchone()
+            if after is not None and bytes(after[0]) != batch.hash:
+                breaks.append((batch.seq + 1, f"prev {_short(bytes(after[0]))} is not the hash of seq "
+                                              f"{batch.seq} ({_short(batch.hash)})"))
         self._db.executemany(
             "INSERT OR IGNORE INTO chain_breaks (gw, seq, reason, detected_at) VALUES (?, ?, ?, ?)",
             [(batch.gw, seq, reason, now) for seq, reason in breaks],
         )
         return tuple(breaks)
 
-    def _reject(self, frame: bytes, gw: str, seq: int | None, reason: str, now: int,
-                *, cause: str, ackable: bool = True) -> IngestResult:
-        """Record a refused frame once (by its SHA-256); the same bytes again only bump ``times``."""
+    def _refuse(self, frame: bytes, topic_gw: str | None, refusal: _Refusal, now: int) -> IngestResult:
+        """Record a refused frame once (by its SHA-256) under the topic's gateway; the same bytes again only
+        bump ``times``. Never ackable."""
+        claims = refusal.claims
+        gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
+        # A frame that does not parse cannot be verified later: a prefix is evidence enough of what it was.
+        whole = refusal.cause != "format" and len(frame) <= MAX_FRAME_BYTES
+        kept = frame if whole else frame[:_KEPT_UNPARSED_BYTES]
         self._db.execute(
-            "INSERT INTO rejected (gw, seq, cause, reason, received_at, frame_hash, frame) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
+            "frame_hash, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (frame_hash) DO UPDATE SET times = times + 1",
-            (gw, seq, cause, reason, now, hashlib.sha256(frame).digest(), frame),
+            (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now,
+             hashlib.sha256(frame).digest(), kept),
         )
-        return IngestResult("rejected", gw, seq, reason=reason, ackable=ackable and seq is not None)
+        return IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
+                            signer=claims.kid)
 
-    def reverify(self, trust: TrustStore) -> list[IngestResult]:
-        """Ingest again every frame refused for its signature or key (e.g. after a key was added to the trust
-        file). Frames that now verify move out of ``rejected``; the others stay as they were."""
-        rows = self._db.execute("SELECT id, frame FROM rejected WHERE cause = 'signature' "
-                                "ORDER BY id").fetchall()
+    def reverify(self) -> list[IngestResult]:
+        """Decide again every frame refused for its key or signature (``unknown_key``, ``wrong_gateway``,
+        ``signature``) against the registry as it is now, as of the frame's first arrival. Frames that now
+        pass move out of ``rejected`` into the archive; the others stay, with their cause brought up to date
+        (for example ``unknown_key`` becoming ``key_not_valid``)."""
+        rows = self._db.execute("SELECT id, gw, received_at, frame FROM rejected WHERE cause IN "
+                                "('unknown_key', 'wrong_gateway', 'signature') ORDER BY id").fetchall()
         results = []
-        for row_id, frame in rows:
+        for row_id, gw, received_at, frame in rows:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                wire.verify_frame(bytes(frame), trust)
-            except (WireFormatError, SignatureError):
-                continue
-            self._db.execute("DELETE FROM rejected WHERE id=?", (row_id,))
-            results.append(self.ingest(bytes(frame), trust))
+                self._db.execute("SAVEPOINT frame")
+                try:
+                    result = self._ingest_one(bytes(frame), gw, None, received_at)
+                except _Refusal as refusal:
+                    self._db.execute("ROLLBACK TO frame")
+                    self._db.execute("UPDATE rejected SET cause = ?, reason = ?, signer_kid = "
+                                     "COALESCE(signer_kid, ?) WHERE id = ?",
+                                     (refusal.cause, refusal.message, refusal.claims.kid, row_id))
+                    result = IngestResult("rejected", gw, refusal.claims.seq, reason=refusal.message,
+                                          cause=refusal.cause, signer=refusal.claims.kid)
+                else:
+                    self._db.execute("DELETE FROM rejected WHERE id = ?", (row_id,))
+                self._db.execute("RELEASE frame")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            results.append(result)
         return results
+
+    def audit(self, gw: str | None = None) -> dict[str, Any]:
+        """Verify every stored batch again from its stored bytes: hash, and signature by a key that the
+        registry, as it is now, lets sign for that gateway at the batch's creation and arrival. A revoked
+        key's batches that arrived before the revocation pass; ``failed`` lists those that no longer do."""
+        sql = "SELECT gw, seq, hash, received_at, frame FROM batches"
+        rows = self._db.execute(sql + " WHERE gw = ? ORDER BY gw, seq" if gw else sql + " ORDER BY gw, seq",
+                                (gw,) if gw else ())
+        checked, failed = 0, []
+        for b_gw, seq, stored_hash, received_at, frame in rows:
+            checked += 1
+            try:
+                batch = wire.open_frame(bytes(frame))
+                if batch.hash != bytes(stored_hash) or (batch.gw, batch.seq) != (b_gw, seq):
+                    raise _Refusal("format", "stored bytes do not match the stored batch", _Claims())
+                self.registry.verify(gw=batch.gw, kid=batch.kid, alg=batch.alg, created_ms=batch.created,
+                                     arrival_ms=received_at, signed=batch.signed, sig=batch.sig)
+            except (KeyRefused, _Refusal, WireFormatError) as exc:
+                cause = exc.cause if isinstance(exc, KeyRefused | _Refusal) else "format"
+                failed.append({"gw": b_gw, "seq": seq, "cause": cause, "reason": _reason(exc.message)})
+        return {"checked": checked, "failed": failed}
 
     # ------------------------------------------------------------------ queries
 
     def gateways(self) -> list[str]:
         rows = self._db.execute(
             "SELECT gw FROM batches UNION SELECT gw FROM rejected UNION SELECT gw FROM gateway_counters "
-            "ORDER BY 1"
+            "UNION SELECT gw FROM gateway_keys ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
 
     def report(self) -> dict[str, Any]:
-        """Per gateway: what was stored, duplicated, refused, broken, missing and declared lost.
+        """Per gateway: what was stored, duplicated, refused (and by whose key), broken, missing and declared
+        lost, and the status of its registered keys.
 
         ``missing`` is every seq from 1 to the highest stored seq that is neither stored nor inside a declared
-        gap; a rejected seq is therefore also missing until a valid copy arrives.
+        gap; a refused seq is therefore also missing until a valid copy arrives.
         """
-        return {"gateways": {gw: self._gateway_report(gw) for gw in self.gateways()}}
+        now = int(self.clock.time() * 1000)
+        return {"gateways": {gw: self._gateway_report(gw, now) for gw in self.gateways()}}
 
-    def _gateway_report(self, gw: str) -> dict[str, Any]:
+    def _gateway_report(self, gw: str, now: int) -> dict[str, Any]:
         db = self._db
         batches, records, last_seq = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(records), 0), MAX(seq) FROM batches WHERE gw=?", (gw,)).fetchone()
         dup = db.execute("SELECT duplicates FROM gateway_counters WHERE gw=?", (gw,)).fetchone()
-        rejected = [{"seq": s, "reason": r} for s, r in
-                    db.execute("SELECT seq, reason FROM rejected WHERE gw=? ORDER BY id", (gw,))]
+        rejected = [{"seq": s, "cause": c, "reason": r, "claimed_gw": g, "signer": k, "times": n}
+                    for s, c, r, g, k, n in reversed(db.execute(
+                        "SELECT claimed_seq, cause, reason, claimed_gw, signer_kid, times FROM rejected "
+                        "WHERE gw=? ORDER BY id DESC LIMIT ?", (gw, REPORT_REFUSALS)).fetchall())]
+        frames, deliveries = db.execute("SELECT COUNT(*), COALESCE(SUM(times), 0) FROM rejected WHERE gw=?",
+                                        (gw,)).fetchone()
+        by_cause = dict(db.execute("SELECT cause, COUNT(*) FROM rejected WHERE gw=? GROUP BY cause ORDER BY 1",
+                                   (gw,)).fetchall())
+        by_signer = dict(db.execute("SELECT signer_kid, COUNT(*) FROM rejected WHERE gw=? AND signer_kid IS NOT "
+                                    "NULL GROUP BY signer_kid ORDER BY 1", (gw,)).fetchall())
         breaks = [{"seq": s, "reason": r} for s, r in
                   db.execute("SELECT seq, reason FROM chain_breaks WHERE gw=? ORDER BY seq", (gw,))]
         gaps = db.execute("SELECT first_seq, last_seq, batches, records, reason FROM declared_gaps "
@@ -454,12 +746,28 @@ class ReceiverStore:
             "records": records,
             "duplicates": dup[0] if dup else 0,
             "rejected": rejected,
+            "refusals": {"frames": frames, "deliveries": deliveries, "by_cause": by_cause,
+                         "by_signer": by_signer},
             "chain_breaks": breaks,
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],
                                "reason": g[4]} for g in gaps],
             "last_seq": last_seq,
+            "keys": [{k: v for k, v in e.as_dict(now).items() if k not in ("gw", "key", "alg")}
+                     for e in self.registry.entries(gw)],
+            "catalog": self._catalog_summary(gw),
         }
+
+    def _catalog_summary(self, gw: str) -> dict[str, Any]:
+        """The newest catalogue version (its seq and how many tags it names) and how many stored batches
+        refer to a catalogue the archive does not hold (sent, but refused or not arrived yet)."""
+        cat_seq, tags = self._db.execute(
+            "SELECT cat_seq, COUNT(*) FROM catalog WHERE gw = ? GROUP BY cat_seq ORDER BY cat_seq DESC LIMIT 1",
+            (gw,)).fetchone() or (None, 0)
+        unknown = self._db.execute(
+            "SELECT COUNT(*) FROM batches b WHERE b.gw = ? AND b.cat > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM catalog c WHERE c.gw = b.gw AND c.cat_seq = b.cat)", (gw,)).fetchone()[0]
+        return {"cat_seq": cat_seq, "tags": tags, "batches_without_catalog": unknown}
 
     def _absent(self, gw: str) -> list[list[int]]:
         """Seq ranges in [1, max stored seq] with no stored batch, found by SQL without loading every seq."""
@@ -471,20 +779,82 @@ class ReceiverStore:
 
     def records(self, *, tag: str | None = None, gw: str | None = None,
                 limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Stored rows, newest first, as ``{"gw", "seq", "table", "tag", "ts", **columns}``."""
+        """Stored rows, newest first, as ``{"gw", "seq", "table", "tag", "ts", **columns}``; a row with a
+        tag also has ``unit``: the tag's unit in the catalogue its batch refers to (None if it refers to
+        none, or the catalogue does not name the tag), unless the row has a ``unit`` column of its own."""
         where, params = [], []
         if tag is not None:
-            where.append("tag = ?")
+            where.append("r.tag = ?")
             params.append(tag)
         if gw is not None:
-            where.append("gw = ?")
+            where.append("r.gw = ?")
             params.append(gw)
-        sql = "SELECT gw, seq, tbl, tag, ts, data FROM records"
+        sql = ("SELECT r.gw, r.seq, r.tbl, r.tag, r.ts, r.data, c.unit FROM records r "
+               "LEFT JOIN batches b ON b.gw = r.gw AND b.seq = r.seq "
+               "LEFT JOIN catalog c ON c.gw = r.gw AND c.cat_seq = b.cat AND c.tag = r.tag")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        for g, seq, tbl, t, ts, data in self._db.execute(sql, [*params, limit]):
-            yield {"gw": g, "seq": seq, "table": tbl, "tag": t, "ts": ts, **json.loads(data)}
+        sql += " ORDER BY r.ts DESC, r.id DESC LIMIT ?"
+        for g, seq, tbl, t, ts, data, unit in self._db.execute(sql, [*params, limit]):
+            row = {"gw": g, "seq": seq, "table": tbl, "tag": t, "ts": ts, **json.loads(data)}
+            if t is not None:
+                row.setdefault("unit", unit)
+            yield row
+
+    def catalog(self, gw: str, cat_seq: int | None = None) -> dict[str, dict[str, Any]]:
+        """A gateway's tag catalogue, version ``cat_seq`` (default: the newest stored), by full tag name."""
+        if cat_seq is None:
+            cat_seq = self._db.execute("SELECT MAX(cat_seq) FROM catalog WHERE gw = ?", (gw,)).fetchone()[0]
+        rows = self._db.execute('SELECT tag, unit, type, description, scale, "offset", low, high, location '
+                                "FROM catalog WHERE gw = ? AND cat_seq = ? ORDER BY tag", (gw, cat_seq))
+        return {r[0]: dict(zip(CATALOG_COLUMNS[1:], r[1:], strict=True)) for r in rows}
+
+
+def _check_header(batch: wire.Batch) -> _Claims:
+    """Every header value of the type and in the range docs/protocol.md §3 gives it, as signed (not as the
+    frame code converted it: a seq sent as the text "7" is not the integer 7), or a ``bounds`` refusal."""
+    h = msgpack.unpackb(batch.signed, raw=False)
+    claims = _Claims(h["gw"] if _is_id(h.get("gw")) else None,
+                     h["seq"] if _is_int(h.get("seq"), 1, MAX_SEQ) else None,
+                     h["kid"] if _is_id(h.get("kid")) else None)
+    problems = [name for name, ok in (
+        ("gw", claims.gw is not None), ("seq", claims.seq is not None), ("kid", claims.kid is not None),
+        ("created", _is_int(h.get("created"), 0, MAX_TIME_MS)), ("t0", _is_int(h.get("t0"), 0, MAX_TIME_MS)),
+        ("t1", _is_int(h.get("t1"), 0, MAX_TIME_MS)), ("kind", _is_id(h.get("kind"))),
+        ("enc", _is_id(h.get("enc"))), ("alg", _is_id(h.get("alg"))),
+        ("prev", isinstance(h.get("prev"), bytes) and len(h["prev"]) == 32),
+        ("body", isinstance(h.get("body"), bytes)), ("cat", _is_int(h.get("cat", 0), 0, MAX_SEQ)),
+    ) if not ok]
+    if problems:
+        raise _Refusal("bounds", f"header values of the wrong type or out of range: {', '.join(problems)}", claims)
+    return claims
+
+
+def _catalogue_ref(batch: wire.Batch) -> int:
+    """The seq of the tag catalogue the batch refers to; 0 for none (and for frames of format version 1)."""
+    cat = getattr(batch, "cat", 0)  # format version 2 header field; absent from version 1 batches
+    return cat if isinstance(cat, int) else 0
+
+
+_CATALOG_NUMBERS = frozenset({"scale", "offset", "low", "high"})
+
+
+def _catalog_value(column: str, v: object) -> object:
+    """A catalogue value of the type its column stores (text or a finite number), else None."""
+    if column in _CATALOG_NUMBERS:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return float(v)
+        return None
+    return v if isinstance(v, str) else None
+
+
+def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
+    """No string value (nor one inside a list value) of ``row`` is longer than MAX_STRING_CHARS."""
+    for v in row:
+        for x in v if type(v) is list else (v,):
+            if type(x) is str and len(x) > MAX_STRING_CHARS:
+                raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} "
+                                         "characters", claims)
 
 
 # ---------------------------------------------------------------------- network side
@@ -515,7 +885,6 @@ class Receiver:
     def __init__(
         self,
         broker_url: str,
-        trust: TrustStore,
         store: ReceiverStore,
         *,
         prefix: str = "mine",
@@ -533,7 +902,6 @@ class Receiver:
         if tls is not None and not self.address.tls:
             raise AgentError("TLS files given for a plain mqtt:// broker URL", key="--broker",
                              hint="use mqtts://HOST:PORT to connect with TLS")
-        self.trust = trust
         self.store = store
         self.prefix = prefix.rstrip("/")
         self.ack = ack
@@ -554,9 +922,11 @@ class Receiver:
     def topic_filter(self) -> str:
         return f"{self.prefix}/+/batch/#"
 
-    def _topic_gateway(self, topic: str) -> str:
-        """The ``<gw>`` level of ``<prefix>/<gw>/batch/...`` (the subscription guarantees the shape)."""
-        return topic[len(self.prefix) + 1:].split("/", 1)[0]
+    def _topic_levels(self, topic: str) -> tuple[str, str]:
+        """The ``<gw>`` and ``<kind>`` of ``<prefix>/<gw>/batch/<kind>``; the kind is whatever follows
+        ``batch/`` (empty, or several levels, on a malformed topic: the store then refuses the frame)."""
+        gw, _, rest = topic[len(self.prefix) + 1:].partition("/")
+        return gw, rest.partition("/")[2]
 
     async def _make_client(self) -> Any:
         settings = BrokerSettings(
@@ -621,9 +991,9 @@ class Receiver:
             chunk = [first]
             while len(messages) and len(chunk) < self.max_frames_per_commit:
                 chunk.append(await anext(messages))
-            items = [(bytes(m.payload), self._topic_gateway(m.topic.value)) for m in chunk]
+            items = [(bytes(m.payload), *self._topic_levels(m.topic.value)) for m in chunk]
             self.stats.received += len(items)
-            results = await loop.run_in_executor(executor, self.store.ingest_many, items, self.trust)
+            results = await loop.run_in_executor(executor, self.store.ingest_many, items)
             # Committed: now the broker may forget them (a crash before this line means redelivery).
             for m in chunk:
                 ack_message(client, m)

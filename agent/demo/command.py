@@ -24,10 +24,11 @@ from agent.core.cancellation import TaskGroup, timeout
 from agent.core.errors import AgentError
 from agent.demo.localbroker import Mosquitto, free_port, mosquitto_binary
 from agent.demo.simulator import DemoSignals, SimulatedPlc
-from agent.protocol.signing import TrustStore, generate_key, load_signer
+from agent.protocol.signing import generate_key, load_signer
 from agent.runtime import Agent
 from agent.service.logs import configure_logging
 from backend.receiver import Receiver, ReceiverStore
+from backend.registry import entry_for
 from config.loader import load_config
 
 
@@ -137,9 +138,6 @@ def _print_latest(store: ReceiverStore) -> None:
 async def _demo(root: Path, args: argparse.Namespace) -> int:
     keys = root / "keys"
     signer = load_signer(keys / "gateway.key") if (keys / "gateway.key").exists() else generate_key(keys)
-    trust = TrustStore()
-    trust.add(signer.public_raw)
-
     port = free_port()
     use_mosquitto = args.broker == "mosquitto" or (args.broker == "auto" and mosquitto_binary() is not None)
     broker: Any = Mosquitto(root / "mosquitto", port=port) if use_mosquitto else _EmbeddedBroker(port)
@@ -164,8 +162,11 @@ async def _demo(root: Path, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     agent = Agent(config, signer=signer)
     store = ReceiverStore(root / "receiver.sqlite")
+    if store.registry.get(signer.kid) is None:  # the demo gateway's key speaks for gw-demo, and only for it
+        store.registry.register(entry_for("gw-demo", signer.public_text, note="demo gateway"),
+                                now_ms=int(store.clock.time() * 1000))
     view = ReceiverStore(root / "receiver.sqlite")
-    receiver = Receiver(f"mqtt://127.0.0.1:{port}", trust, store, client_id="mine-demo-receiver")
+    receiver = Receiver(f"mqtt://127.0.0.1:{port}", store, client_id="mine-demo-receiver")
     started = loop.time()
     try:
         async with TaskGroup() as tg:

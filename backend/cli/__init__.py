@@ -1,6 +1,7 @@
 """The ``mine-backend`` command line: the provincial side's commands.
 
-``receive`` runs the receiver (verify, store, acknowledge, report); ``config push`` signs a configuration with
+``receive`` runs the receiver (verify, store, acknowledge, report); ``keys`` manages the gateway keys it
+accepts (each bound to one gateway); ``config push`` signs a configuration with
 an operator key and sends it to a gateway; ``config keys init`` makes an operator key pair.
 """
 
@@ -14,6 +15,7 @@ from agent.core import command_line
 
 COMMANDS: command_line.Commands = {
     "receive": ("backend.cli.receive", "receiver: verify, store, acknowledge and report batches"),
+    "keys": ("backend.cli.keys", "gateway keys the receiver accepts: register, rotate, revoke, list, import"),
     "config": ("backend.cli.config", "remote configuration: push, operator keys"),
 }
 

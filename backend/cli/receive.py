@@ -1,11 +1,16 @@
 """``mine-backend receive``: the reference receiver (see docs/protocol.md).
 
-Three modes on one database file::
+Modes on one database file::
 
-    mine-backend receive --broker URL --trust FILE --db FILE [--prefix P]   run until Ctrl-C / SIGTERM
+    mine-backend receive --broker URL --db FILE [--trust FILE] [--prefix P]   run until Ctrl-C / SIGTERM
     mine-backend receive --db FILE --report                                 JSON accounting per gateway
     mine-backend receive --db FILE --records [--tag T] [--gateway G] [--limit N]   stored rows, JSON lines
-    mine-backend receive --db FILE --reverify --trust FILE                  retry frames refused for their key
+    mine-backend receive --db FILE --reverify [--trust FILE]                retry frames refused for their key
+    mine-backend receive --db FILE --audit                                  verify every stored batch again
+
+The keys a frame may be signed with are the database's key registry (``mine-backend keys``). ``--trust FILE``
+imports a registry file into it first (only adding keys and narrowing, never lifting a revocation), so a
+deployment that starts the receiver with its key file keeps working.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import structlog
 
 from agent.core.errors import AgentError
 from agent.protocol.mqtt import TlsFiles, read_password
-from agent.protocol.signing import TrustStore
 from backend.receiver import Receiver, ReceiverStore
+from backend.registry import ImportResult, parse_registry
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="print the per-gateway accounting as JSON and exit")
     mode.add_argument("--records", action="store_true", help="print stored rows, newest first, as JSON lines")
     mode.add_argument("--reverify", action="store_true",
-                      help="check frames refused for their key again against --trust, store those that pass")
+                      help="check frames refused for their key or signature again against the key registry "
+                           "(after importing --trust, if given), store those that pass")
+    mode.add_argument("--audit", action="store_true",
+                      help="verify every stored batch again (hash, signature, key registry) and print JSON")
     parser.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
-    parser.add_argument("--trust", type=Path, help="trust file: one 'ed25519:<base64>' public key per line")
+    parser.add_argument("--trust", type=Path,
+                        help="key registry file ('<gw> ed25519:<base64> [from=..] [until=..] [revoked=..]' per "
+                             "line) imported into the database's registry at start; a version 1 trust file "
+                             "(bare key lines) needs --gateway")
     parser.add_argument("--prefix", default="mine", help="topic prefix (default: mine)")
     parser.add_argument("--client-id", default="mine-receiver",
                         help="MQTT client id; the broker keeps this session's queue while we are away")
@@ -49,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--username", help="MQTT user name")
     parser.add_argument("--password-file", type=Path, help="file whose first line is the MQTT password")
     parser.add_argument("--tag", help="with --records: only this full tag name, e.g. plc1.ch4")
-    parser.add_argument("--gateway", help="with --records: only this gateway")
+    parser.add_argument("--gateway", help="with --records: only this gateway; with --trust: the gateway a "
+                                          "version 1 trust file's bare keys belong to")
     parser.add_argument("--limit", type=int, default=100, help="with --records: at most N rows (default 100)")
 
 
@@ -60,8 +72,21 @@ def _need(args: argparse.Namespace, *names: str) -> None:
                          hint="or use --report / --records to read the database")
 
 
+def import_trust(store: ReceiverStore, path: Path, gateway: str | None) -> ImportResult:
+    """Bring the keys of a registry file (or of a version 1 trust file, for ``gateway``) into the store."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentError(f"cannot read the key file: {exc}", path=str(path)) from exc
+    result = store.registry.import_entries(parse_registry(text, gateway=gateway, path=str(path)),
+                                           now_ms=int(store.clock.time() * 1000))
+    log.info("receiver_keys_imported", path=str(path), added=len(result.added), narrowed=len(result.narrowed),
+             unchanged=len(result.unchanged))
+    return result
+
+
 def main(args: argparse.Namespace) -> int:
-    if (args.report or args.records or args.reverify) and not args.db.is_file():
+    if (args.report or args.records or args.reverify or args.audit) and not args.db.is_file():
         raise AgentError("no receiver database here", path=str(args.db),
                          hint="give the --db file that 'mine-backend receive --broker ...' writes")
     if args.report:
@@ -74,31 +99,38 @@ def main(args: argparse.Namespace) -> int:
             for row in store.records(tag=args.tag, gw=args.gateway, limit=args.limit):
                 print(json.dumps(row))
         return 0
-    if args.reverify:
-        _need(args, "trust")
-        trust = TrustStore.from_file(args.trust)
+    if args.audit:
         with ReceiverStore(args.db) as store:
-            results = store.reverify(trust)
+            audit = store.audit()
+        json.dump(audit, sys.stdout, indent=2)
+        print()
+        return 1 if audit["failed"] else 0
+    if args.reverify:
+        with ReceiverStore(args.db) as store:
+            if args.trust is not None:
+                import_trust(store, args.trust, args.gateway)
+            results = store.reverify()
         print(json.dumps({"stored": sum(r.status == "stored" for r in results),
                           "duplicate": sum(r.status == "duplicate" for r in results),
                           "rejected": sum(r.status == "rejected" for r in results)}))
         return 0
 
-    _need(args, "broker", "trust")
+    _need(args, "broker")
     if not args.prefix or any(c in args.prefix for c in "+# "):
         raise AgentError(f"topic prefix {args.prefix!r} must be non-empty without '+', '#' or spaces",
                          key="--prefix", hint="use the gateways' mqtt.topic_prefix, e.g. mine")
-    trust = TrustStore.from_file(args.trust)
-    if len(trust) == 0:
-        raise AgentError("the trust file lists no key, so every batch would be rejected",
-                         path=str(args.trust),
-                         hint="add each gateway's public key line (mine-agent keys init prints it)")
     if (args.cert is None) != (args.key is None):
         raise AgentError("--cert and --key go together", key="--cert/--key")
     tls = TlsFiles(args.ca, args.cert, args.key) if (args.ca or args.cert) else None
     password = read_password(args.password_file) if args.password_file else None
     with ReceiverStore(args.db) as store:
-        receiver = Receiver(args.broker, trust, store, prefix=args.prefix, ack=not args.no_ack,
+        if args.trust is not None:
+            import_trust(store, args.trust, args.gateway)
+        if len(store.registry) == 0:
+            raise AgentError("no gateway key is registered, so every batch would be refused", path=str(args.db),
+                             hint="register each gateway's key: mine-backend keys register --gateway GW --key "
+                                  "'ed25519:...' --db FILE (or give --trust FILE)")
+        receiver = Receiver(args.broker, store, prefix=args.prefix, ack=not args.no_ack,
                             client_id=args.client_id, username=args.username, password=password, tls=tls)
         asyncio.run(_run_until_signalled(receiver))
         stats = receiver.stats

@@ -53,7 +53,7 @@ class Gateway:
         self.keys = root / "keys"
         self.signer = generate_key(self.keys)
         self.trust_file = root / "trust.pub"
-        self.trust_file.write_text(self.signer.public_text + "\n")
+        self.trust_file.write_text(f"{gateway_id} {self.signer.public_text}\n")  # the key registry format
         self.config_path = root / "agent.toml"
         self.health_port = free_port()
 

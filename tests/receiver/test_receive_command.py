@@ -14,11 +14,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner
 from backend.cli import main
 from backend.receiver import ReceiverStore, parse_broker_url
 from tests.peers.mosquitto import Mosquitto
-from tests.receiver.chain import Chain
+from tests.receiver.chain import Chain, register
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def signer() -> BatchSigner:
 @pytest.fixture
 def trust_file(tmp_path: Path, signer: BatchSigner) -> Path:
     path = tmp_path / "trust.txt"
-    path.write_text(f"# gateway gw-01\n{signer.public_text}\n")
+    path.write_text(f"# the key registry\ngw-01 {signer.public_text}\n")
     return path
 
 
@@ -40,8 +40,9 @@ def _filled_db(tmp_path: Path, signer: BatchSigner, trust_file: Path) -> Path:
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(3)]
     with ReceiverStore(db) as store:
+        register(store, signer)
         for f in (frames[0], frames[2]):
-            store.ingest(f, TrustStore.from_file(trust_file))
+            store.ingest(f)
     return db
 
 
@@ -69,9 +70,9 @@ def test_records_prints_rows_of_one_tag(tmp_path: Path, signer: BatchSigner, tru
 
 def test_receiving_without_broker_says_what_is_missing(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """Receiving needs --broker and --trust; the error names both."""
+    """Receiving needs --broker; the error names it."""
     assert main(["receive", "--db", str(tmp_path / "r.sqlite")]) == 1
-    assert "--broker and --trust required" in capsys.readouterr().err
+    assert "--broker required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -153,3 +154,40 @@ def test_wildcard_prefix_is_refused(tmp_path: Path, trust_file: Path,
 
     assert main(args) == 1
     assert "--prefix" in capsys.readouterr().err
+
+
+def test_receiving_with_no_registered_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A receiver whose registry is empty would refuse every batch: it says so and how to register keys."""
+    args = ["receive", "--db", str(tmp_path / "r.sqlite"), "--broker", "mqtt://127.0.0.1:1"]
+
+    assert main(args) == 1
+    assert "keys register" in capsys.readouterr().err
+
+
+def test_version_1_trust_file_needs_its_gateway(tmp_path: Path, signer: BatchSigner,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--trust with bare key lines (format version 1) is refused without --gateway, and imported with it."""
+    old = tmp_path / "v1.trust"
+    old.write_text(f"{signer.public_text}\n")
+    db = tmp_path / "r.sqlite"
+    base = ["receive", "--db", str(db), "--reverify", "--trust", str(old)]
+    ReceiverStore(db).close()
+
+    assert main(base) == 1
+    assert "--gateway" in capsys.readouterr().err
+    assert main([*base, "--gateway", "gw-01"]) == 0
+    with ReceiverStore(db) as store:
+        assert [(e.gw, e.kid) for e in store.registry.entries()] == [("gw-01", signer.kid)]
+
+
+def test_audit_verifies_every_stored_batch(tmp_path: Path, signer: BatchSigner, trust_file: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--audit checks every stored batch again, exit 0 when all pass, 1 once its key is revoked back in time."""
+    db = _filled_db(tmp_path, signer, trust_file)
+
+    assert main(["receive", "--db", str(db), "--audit"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"checked": 2, "failed": []}
+    assert main(["keys", "revoke", "--kid", signer.kid, "--at", "1970-01-01", "--reason", "test",
+                 "--db", str(db)]) == 0
+    assert main(["receive", "--db", str(db), "--audit"]) == 1
+    assert [f["cause"] for f in json.loads(capsys.readouterr().out.split("\n", 1)[1])["failed"]] == ["revoked"] * 2

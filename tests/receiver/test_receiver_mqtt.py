@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner
 from backend.receiver import Receiver, ReceiverStore
 from tests.peers.mosquitto import Mosquitto
-from tests.receiver.chain import Chain
+from tests.receiver.chain import Chain, register
 
 DEADLINE = 30.0  # generous: the machine is shared; every wait below ends as soon as its condition holds
 
@@ -27,10 +27,12 @@ def signer() -> BatchSigner:
 
 
 @pytest.fixture
-def trust(signer: BatchSigner) -> TrustStore:
-    t = TrustStore()
-    t.add(signer.public_raw)
-    return t
+def db(tmp_path: Path, signer: BatchSigner) -> Path:
+    """A receiver database with ``signer`` registered for gw-01."""
+    path = tmp_path / "r.sqlite"
+    with ReceiverStore(path) as store:
+        register(store, signer)
+    return path
 
 
 @contextlib.asynccontextmanager
@@ -64,15 +66,13 @@ def _report(db: Path, gw: str = "gw-01") -> dict:
         return s.report()["gateways"].get(gw, {})
 
 
-async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
-                                                       trust: TrustStore) -> None:
+async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
     """Published frames are stored, and the gateway's ack topic receives ranges covering every seq."""
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(5)]
-    db = tmp_path / "r.sqlite"
     acked: set[int] = set()
     with ReceiverStore(db) as store:
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
         async with (running(receiver),
                     aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
             await watcher.subscribe("mine/gw-01/ack", qos=1)
@@ -90,14 +90,13 @@ async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, tmp_pa
     assert (report["batches"], report["duplicates"], report["missing"]) == (5, 1, [])
 
 
-async def test_no_acks_are_published_when_disabled(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
-                                                   trust: TrustStore) -> None:
+async def test_no_acks_are_published_when_disabled(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
     """With ack=False (broker-PUBACK mode) frames are stored and nothing is published on the ack topic."""
     frame = Chain(signer).data().frame
     seen: list[bytes] = []
-    with ReceiverStore(tmp_path / "r.sqlite") as store:
+    with ReceiverStore(db) as store:
         # ack_interval_s=0: were acks on, one would go out right after the commit, ahead of the marker below.
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver", ack=False, ack_interval_s=0)
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack=False, ack_interval_s=0)
         async with (running(receiver),
                     aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
             await watcher.subscribe("mine/+/ack", qos=1)
@@ -119,16 +118,14 @@ async def _collect(client: aiomqtt.Client, into: list[bytes]) -> None:
 
 
 async def test_frames_sent_while_receiver_is_away_arrive_later(broker: Mosquitto, tmp_path: Path,
-                                                               signer: BatchSigner,
-                                                               trust: TrustStore) -> None:
+                                                               signer: BatchSigner, db: Path) -> None:
     """The persistent session keeps frames published while the receiver is stopped and delivers them after."""
     chain = Chain(signer)
-    db = tmp_path / "r.sqlite"
     with ReceiverStore(db) as store:
-        async with running(Receiver(broker.url, trust, store, client_id="test-receiver")):
+        async with running(Receiver(broker.url, store, client_id="test-receiver")):
             pass  # first connection creates the broker-side session and subscription
         await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame) for _ in range(3)])
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
         async with running(receiver):
             await _wait_for(lambda: receiver.stats.stored == 3, "the queued frames were stored")
 
@@ -136,11 +133,11 @@ async def test_frames_sent_while_receiver_is_away_arrive_later(broker: Mosquitto
 
 
 async def test_receiver_reconnects_after_broker_restart(broker: Mosquitto, tmp_path: Path,
-                                                        signer: BatchSigner, trust: TrustStore) -> None:
+                                                        signer: BatchSigner, db: Path) -> None:
     """After the broker restarts the receiver subscribes again and stores what is published next."""
     chain = Chain(signer)
-    with ReceiverStore(tmp_path / "r.sqlite") as store:
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+    with ReceiverStore(db) as store:
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
         async with running(receiver):
             await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame)])
             await _wait_for(lambda: receiver.stats.stored == 1, "the first frame was stored")
@@ -159,19 +156,18 @@ class FailingOnceStore(ReceiverStore):
 
     failures = 0
 
-    def ingest_many(self, frames, trust):  # type: ignore[no-untyped-def]
+    def ingest_many(self, frames):  # type: ignore[no-untyped-def]
         if self.failures == 0:
             self.failures += 1
             raise AgentError("disk full", recoverable=True)
-        return super().ingest_many(frames, trust)
+        return super().ingest_many(frames)
 
 
-async def test_frame_not_committed_is_delivered_again(broker: Mosquitto, tmp_path: Path, signer: BatchSigner,
-                                                     trust: TrustStore) -> None:
+async def test_frame_not_committed_is_delivered_again(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
     """A frame whose commit failed was not PUBACKed, so the broker delivers it again and it is stored."""
     frame = Chain(signer).data().frame
-    with FailingOnceStore(tmp_path / "r.sqlite") as store:
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver")
+    with FailingOnceStore(db) as store:
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
         async with running(receiver):
             await _publish(broker, [("mine/gw-01/batch/data", frame)])
             await _wait_for(lambda: receiver.stats.stored == 1, "the redelivered frame was stored")
@@ -180,11 +176,11 @@ async def test_frame_not_committed_is_delivered_again(broker: Mosquitto, tmp_pat
 
 
 async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
-        broker: Mosquitto, tmp_path: Path, signer: BatchSigner, trust: TrustStore) -> None:
+        broker: Mosquitto, tmp_path: Path, signer: BatchSigner, db: Path) -> None:
     """Seqs decided but not yet acknowledged when the link drops are acknowledged on the next connection."""
-    with ReceiverStore(tmp_path / "r.sqlite") as store:
+    with ReceiverStore(db) as store:
         # A long coalescing delay holds the ack back until the broker restart below cuts the connection.
-        receiver = Receiver(broker.url, trust, store, client_id="test-receiver", ack_interval_s=3600)
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_interval_s=3600)
         async with running(receiver):
             await _publish(broker, [("mine/gw-01/batch/data", Chain(signer).data().frame)])
             await _wait_for(lambda: receiver.stats.stored == 1, "the frame was stored")
@@ -194,3 +190,35 @@ async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
             await _wait_for(lambda: receiver.stats.acks_published == 1, "the held ack was published")
 
     assert receiver.stats.acks_published == 1
+
+
+async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
+    """Over a real broker: another gateway's key signing in gw-01's name, and a genuine frame on the wrong kind's
+    topic, are refused (counted, recorded) and no ack names their seqs; the genuine frame beside them is acked."""
+    other = BatchSigner(Ed25519PrivateKey.generate())
+    with ReceiverStore(db) as store:
+        register(store, other, "gw-02")
+    chain = Chain(signer)
+    genuine, wrong_kind = chain.data().frame, chain.data().frame
+    forger = Chain(other, gw="gw-01")
+    forger.seq = 2
+    forged = forger.data().frame  # seq 3 in gw-01's name
+    acked: set[int] = set()
+    with ReceiverStore(db) as store:
+        receiver = Receiver(broker.url, store, client_id="test-receiver")
+        async with (running(receiver),
+                    aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
+            await watcher.subscribe("mine/gw-01/ack", qos=1)
+            await _publish(broker, [("mine/gw-01/batch/alarm", wrong_kind), ("mine/gw-01/batch/data", forged),
+                                    ("mine/gw-01/batch/data", genuine)])
+            async with asyncio.timeout(DEADLINE):
+                async for message in watcher.messages:
+                    for first, last in json.loads(message.payload)["acked"]:
+                        acked.update(range(first, last + 1))
+                    if 1 in acked:
+                        break
+            await _wait_for(lambda: receiver.stats.received == 3, "all three were received")
+
+    assert (acked, receiver.stats.stored, receiver.stats.rejected) == ({1}, 1, 2)
+    causes = _report(db)["refusals"]["by_cause"]
+    assert causes == {"kind": 1, "wrong_gateway": 1}

@@ -12,11 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner, TrustStore
 from backend.receiver import Receiver, ReceiverStore, TlsFiles
 from tests.peers.mosquitto import Mosquitto
 
@@ -76,11 +74,8 @@ def tls_broker(tmp_path: Path) -> tuple[Mosquitto, Path]:
 async def test_receiver_connects_over_tls(tls_broker: tuple[Mosquitto, Path], tmp_path: Path) -> None:
     """With mqtts:// and the CA given, the receiver connects and subscribes over TLS."""
     broker, ca = tls_broker
-    signer = BatchSigner(Ed25519PrivateKey.generate())
-    trust = TrustStore()
-    trust.add(signer.public_raw)
     with ReceiverStore(tmp_path / "r.sqlite") as store:
-        receiver = Receiver(f"mqtts://{broker.host}:{broker.port}", trust, store, client_id="test-receiver",
+        receiver = Receiver(f"mqtts://{broker.host}:{broker.port}", store, client_id="test-receiver",
                             tls=TlsFiles(ca=ca))
         task = asyncio.create_task(receiver.run())
         try:
@@ -97,7 +92,7 @@ async def test_receiver_connects_over_tls(tls_broker: tuple[Mosquitto, Path], tm
 def test_tls_files_with_plain_url_are_refused(tmp_path: Path) -> None:
     """Giving a CA for an mqtt:// URL is a mistake the receiver names instead of silently ignoring."""
     with ReceiverStore(tmp_path / "r.sqlite") as store, pytest.raises(AgentError, match="mqtts://"):
-        Receiver("mqtt://127.0.0.1:1883", TrustStore(), store, tls=TlsFiles(ca=tmp_path / "ca.pem"))
+        Receiver("mqtt://127.0.0.1:1883", store, tls=TlsFiles(ca=tmp_path / "ca.pem"))
 
 
 async def test_broker_certificate_from_an_unknown_ca_is_refused(tls_broker: tuple[Mosquitto, Path],
@@ -105,7 +100,7 @@ async def test_broker_certificate_from_an_unknown_ca_is_refused(tls_broker: tupl
     """Without the test CA the receiver does not connect, and its last error names the certificate."""
     broker, _ = tls_broker
     with ReceiverStore(tmp_path / "r.sqlite") as store:
-        receiver = Receiver(f"mqtts://{broker.host}:{broker.port}", TrustStore(), store,
+        receiver = Receiver(f"mqtts://{broker.host}:{broker.port}", store,
                             client_id="test-receiver")
         task = asyncio.create_task(receiver.run())
         try:

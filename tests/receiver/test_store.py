@@ -3,15 +3,16 @@ for every sequence number."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.protocol import wire
-from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore
-from tests.receiver.chain import Chain
+from tests.receiver.chain import Chain, register
 
 
 @pytest.fixture
@@ -20,15 +21,9 @@ def signer() -> BatchSigner:
 
 
 @pytest.fixture
-def trust(signer: BatchSigner) -> TrustStore:
-    t = TrustStore()
-    t.add(signer.public_raw)
-    return t
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> ReceiverStore:
+def store(tmp_path: Path, signer: BatchSigner) -> ReceiverStore:
     s = ReceiverStore(tmp_path / "receiver.sqlite")
+    register(s, signer)
     yield s
     s.close()
 
@@ -37,102 +32,108 @@ def _gw(store: ReceiverStore, gw: str = "gw-01") -> dict:
     return store.report()["gateways"][gw]
 
 
-def test_good_chain_in_order_is_stored_completely(store: ReceiverStore, trust: TrustStore,
+def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
                                                   signer: BatchSigner) -> None:
     """Three chained batches arriving in order are stored with all their records and nothing flagged."""
     chain = Chain(signer)
-    results = [store.ingest(chain.data(rows=2).frame, trust) for _ in range(3)]
+    results = [store.ingest(chain.data(rows=2).frame) for _ in range(3)]
 
     assert [r.status for r in results] == ["stored"] * 3
-    assert _gw(store) == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
-                          "missing": [], "declared_gaps": [], "last_seq": 3}
+    report = _gw(store)
+    assert [k["status"] for k in report.pop("keys")] == ["valid"]
+    assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
+                      "refusals": {"frames": 0, "deliveries": 0, "by_cause": {}, "by_signer": {}},
+                      "missing": [], "declared_gaps": [], "last_seq": 3,
+                      "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
 
-def test_out_of_order_arrival_is_not_a_chain_break(store: ReceiverStore, trust: TrustStore,
+def test_out_of_order_arrival_is_not_a_chain_break(store: ReceiverStore,
                                                    signer: BatchSigner) -> None:
     """Batches arriving 3, 1, 4, 2 (alarm overtaking data, backlog after live) verify as one intact chain."""
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(4)]
     for i in (2, 0, 3, 1):
-        store.ingest(frames[i], trust)
+        store.ingest(frames[i])
 
     report = _gw(store)
     assert (report["chain_breaks"], report["missing"], report["batches"]) == ([], [], 4)
 
 
-def test_duplicate_is_counted_and_not_stored_twice(store: ReceiverStore, trust: TrustStore,
+def test_duplicate_is_counted_and_not_stored_twice(store: ReceiverStore,
                                                    signer: BatchSigner) -> None:
     """The same frame delivered twice (at-least-once) is stored once and counted as a duplicate."""
     frame = Chain(signer).data().frame
-    first = store.ingest(frame, trust)
-    second = store.ingest(frame, trust)
+    first = store.ingest(frame)
+    second = store.ingest(frame)
 
     assert (first.status, second.status, second.ackable) == ("stored", "duplicate", True)
     report = _gw(store)
     assert (report["batches"], report["records"], report["duplicates"]) == (1, 2, 1)
 
 
-def test_duplicate_inside_one_transaction_is_detected(store: ReceiverStore, trust: TrustStore,
+def test_duplicate_inside_one_transaction_is_detected(store: ReceiverStore,
                                                       signer: BatchSigner) -> None:
     """A redelivery in the same commit as its original is still a duplicate."""
     frame = Chain(signer).data().frame
-    results = store.ingest_many([(frame, "gw-01"), (frame, "gw-01")], trust)
+    results = store.ingest_many([(frame, "gw-01", "data"), (frame, "gw-01", "data")])
 
     assert [r.status for r in results] == ["stored", "duplicate"]
 
 
-def test_altered_byte_is_rejected_with_reason(store: ReceiverStore, trust: TrustStore,
+def test_altered_byte_is_rejected_with_reason(store: ReceiverStore,
                                               signer: BatchSigner) -> None:
-    """A frame with one altered body byte is refused as a bad signature, under its gateway and seq."""
+    """A frame with one altered body byte is refused as a bad signature, under its gateway and seq, with its
+    signer, and is not acknowledged (the archive does not hold it)."""
     chain = Chain(signer)
-    store.ingest(chain.data().frame, trust)
+    store.ingest(chain.data().frame)
     altered = bytearray(chain.data().frame)
     altered[-67] ^= 0x01  # last byte of the signed part: inside the compressed body
-    result = store.ingest(bytes(altered), trust)
+    result = store.ingest(bytes(altered))
 
-    assert (result.status, result.seq, result.ackable) == ("rejected", 2, True)
+    assert (result.status, result.seq, result.ackable) == ("rejected", 2, False)
     report = _gw(store)
-    assert report["rejected"] == [{"seq": 2, "reason": "signature does not verify"}]
+    assert report["rejected"] == [{"seq": 2, "cause": "signature", "reason": "signature does not verify",
+                                   "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]
     assert (report["batches"], report["last_seq"]) == (1, 1)
 
 
-def test_genuine_copy_after_altered_one_is_stored(store: ReceiverStore, trust: TrustStore,
+def test_genuine_copy_after_altered_one_is_stored(store: ReceiverStore,
                                                   signer: BatchSigner) -> None:
     """A rejected copy does not take the seq: the genuine frame arriving later is stored."""
     frame = Chain(signer).data().frame
     altered = bytearray(frame)
     altered[-1] ^= 0x01  # inside the signature
 
-    assert store.ingest(bytes(altered), trust).status == "rejected"
-    assert store.ingest(frame, trust).status == "stored"
+    assert store.ingest(bytes(altered)).status == "rejected"
+    assert store.ingest(frame).status == "stored"
 
 
-def test_deleted_batch_is_reported_missing(store: ReceiverStore, trust: TrustStore,
+def test_deleted_batch_is_reported_missing(store: ReceiverStore,
                                            signer: BatchSigner) -> None:
     """Seqs never received between 1 and the highest stored seq are reported as missing ranges."""
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(7)]
     for i in (0, 3, 6):  # seqs 1, 4, 7
-        store.ingest(frames[i], trust)
+        store.ingest(frames[i])
 
     assert _gw(store)["missing"] == [[2, 3], [5, 6]]
 
 
-def test_missing_start_of_chain_is_reported(store: ReceiverStore, trust: TrustStore,
+def test_missing_start_of_chain_is_reported(store: ReceiverStore,
                                             signer: BatchSigner) -> None:
     """A receiver that only saw seq 3 reports 1..2 missing."""
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(3)]
-    store.ingest(frames[2], trust)
+    store.ingest(frames[2])
 
     assert _gw(store)["missing"] == [[1, 2]]
 
 
-def test_seq_reused_with_other_content_is_rejected(store: ReceiverStore, trust: TrustStore,
+def test_seq_reused_with_other_content_is_rejected(store: ReceiverStore,
                                                    signer: BatchSigner) -> None:
     """A validly signed batch reusing a stored seq with other content is refused and reported."""
-    store.ingest(Chain(signer).data(value=1.0).frame, trust)
-    result = store.ingest(Chain(signer).data(value=2.0).frame, trust)
+    store.ingest(Chain(signer).data(value=1.0).frame)
+    result = store.ingest(Chain(signer).data(value=2.0).frame)
 
     assert (result.status, result.seq) == ("rejected", 1)
     assert result.reason is not None
@@ -140,62 +141,63 @@ def test_seq_reused_with_other_content_is_rejected(store: ReceiverStore, trust: 
     assert _gw(store)["rejected"][0]["reason"] == result.reason
 
 
-def test_unknown_key_is_rejected_naming_the_key(store: ReceiverStore, trust: TrustStore) -> None:
-    """A frame signed by a key missing from the trust file is refused with the key id in the reason."""
+def test_unknown_key_is_rejected_naming_the_key(store: ReceiverStore) -> None:
+    """A frame signed by a key missing from the registry is refused with the key id as its signer."""
     stranger = BatchSigner(Ed25519PrivateKey.generate())
-    result = store.ingest(Chain(stranger, gw="gw-02").data().frame, trust)
+    result = store.ingest(Chain(stranger, gw="gw-02").data().frame)
 
-    assert result.status == "rejected"
-    assert _gw(store, "gw-02")["rejected"] == [{"seq": 1, "reason": f"unknown key id {stranger.kid!r}"}]
+    assert (result.status, result.cause, result.signer) == ("rejected", "unknown_key", stranger.kid)
+    assert _gw(store, "gw-02")["rejected"] == [{"seq": 1, "cause": "unknown_key", "claimed_gw": "gw-02",
+                                                "reason": f"unknown key id {stranger.kid!r}",
+                                                "signer": stranger.kid, "times": 1}]
 
 
-def test_unknown_key_frames_are_stored_after_the_key_is_trusted(store: ReceiverStore,
-                                                                 trust: TrustStore) -> None:
-    """reverify() stores frames refused for an unknown key once the key was added to the trust store."""
+def test_unknown_key_frames_are_stored_after_the_key_is_trusted(store: ReceiverStore) -> None:
+    """reverify() stores frames refused for an unknown key once the key was registered for their gateway."""
     newcomer = BatchSigner(Ed25519PrivateKey.generate())
-    store.ingest(Chain(newcomer, gw="gw-02").data().frame, trust)
-    trust.add(newcomer.public_raw)
-    results = store.reverify(trust)
+    store.ingest(Chain(newcomer, gw="gw-02").data().frame)
+    register(store, newcomer, "gw-02")
+    results = store.reverify()
 
     assert [r.status for r in results] == ["stored"]
     report = _gw(store, "gw-02")
     assert (report["batches"], report["rejected"]) == (1, [])
 
 
-def test_malformed_frame_is_counted_under_unknown(store: ReceiverStore, trust: TrustStore) -> None:
+def test_malformed_frame_is_counted_under_unknown(store: ReceiverStore) -> None:
     """Bytes that are not a frame are recorded under gateway "unknown" and never acknowledged."""
-    result = store.ingest(b"\x93\x01garbage", trust)
+    result = store.ingest(b"\x93\x01garbage")
 
     assert (result.status, result.gw, result.ackable) == ("rejected", "unknown", False)
     assert len(_gw(store, "unknown")["rejected"]) == 1
 
 
-def test_same_rejected_frame_twice_is_listed_once(store: ReceiverStore, trust: TrustStore) -> None:
+def test_same_rejected_frame_twice_is_listed_once(store: ReceiverStore) -> None:
     """A refused frame redelivered is recorded once, not once per delivery."""
-    store.ingest(b"not a frame", trust)
-    store.ingest(b"not a frame", trust)
+    store.ingest(b"not a frame")
+    store.ingest(b"not a frame")
 
     assert len(_gw(store, "unknown")["rejected"]) == 1
 
 
-def test_frame_on_another_gateways_topic_is_rejected(store: ReceiverStore, trust: TrustStore,
+def test_frame_on_another_gateways_topic_is_rejected(store: ReceiverStore,
                                                      signer: BatchSigner) -> None:
     """A batch of gw-01 published on gw-02's topic is refused and not acknowledged to anyone."""
-    result = store.ingest(Chain(signer).data().frame, trust, topic_gw="gw-02")
+    result = store.ingest(Chain(signer).data().frame, topic_gw="gw-02")
 
-    assert (result.status, result.gw, result.ackable) == ("rejected", "gw-02", False)
-    assert "gw-01" not in store.report()["gateways"]
+    assert (result.status, result.gw, result.ackable, result.cause) == ("rejected", "gw-02", False, "topic")
+    assert store.report()["gateways"]["gw-01"]["batches"] == 0
 
 
-def test_declared_gap_is_not_missing(store: ReceiverStore, trust: TrustStore, signer: BatchSigner) -> None:
+def test_declared_gap_is_not_missing(store: ReceiverStore, signer: BatchSigner) -> None:
     """Seqs declared lost by a signed gap batch are reported as declared_gaps, not as missing."""
     chain = Chain(signer)
     kept = chain.data().frame
     chain.data()
     chain.data()  # seqs 2 and 3 evicted on the gateway, never sent
     gap = chain.gap(2, 3, records=4)
-    store.ingest(kept, trust)
-    store.ingest(gap.frame, trust)
+    store.ingest(kept)
+    store.ingest(gap.frame)
 
     report = _gw(store)
     assert report["missing"] == []
@@ -204,92 +206,93 @@ def test_declared_gap_is_not_missing(store: ReceiverStore, trust: TrustStore, si
     assert (report["batches"], report["records"], report["last_seq"]) == (2, 2, 4)
 
 
-def test_declared_gap_covers_only_its_range(store: ReceiverStore, trust: TrustStore,
+def test_declared_gap_covers_only_its_range(store: ReceiverStore,
                                             signer: BatchSigner) -> None:
     """A seq absent outside the declared range is still missing."""
     chain = Chain(signer)
     frames = [chain.data().frame for _ in range(4)]
     gap = chain.gap(2, 3)
     for f in (frames[0], gap.frame):
-        store.ingest(f, trust)
+        store.ingest(f)
 
     assert _gw(store)["missing"] == [[4, 4]]
 
 
-def test_wrong_prev_is_a_chain_break(store: ReceiverStore, trust: TrustStore, signer: BatchSigner) -> None:
+def test_wrong_prev_is_a_chain_break(store: ReceiverStore, signer: BatchSigner) -> None:
     """A validly signed batch whose prev is not its predecessor's hash is stored and reported as a break."""
     chain = Chain(signer)
-    store.ingest(chain.data().frame, trust)
+    store.ingest(chain.data().frame)
     chain.prev = bytes([7]) * 32
-    result = store.ingest(chain.data().frame, trust)
+    result = store.ingest(chain.data().frame)
 
     assert result.status == "stored"
     assert [b["seq"] for b in _gw(store)["chain_breaks"]] == [2]
     assert "is not the hash of seq 1" in _gw(store)["chain_breaks"][0]["reason"]
 
 
-def test_chain_break_found_when_predecessor_arrives_last(store: ReceiverStore, trust: TrustStore,
+def test_chain_break_found_when_predecessor_arrives_last(store: ReceiverStore,
                                                          signer: BatchSigner) -> None:
     """The break between n and n+1 is found whichever of the two is stored second."""
     chain = Chain(signer)
     first = chain.data()
     chain.prev = bytes([7]) * 32
     second = chain.data()
-    store.ingest(second.frame, trust)
-    result = store.ingest(first.frame, trust)
+    store.ingest(second.frame)
+    result = store.ingest(first.frame)
 
     assert [seq for seq, _ in result.chain_breaks] == [2]
     assert [b["seq"] for b in _gw(store)["chain_breaks"]] == [2]
 
 
-def test_seq_one_must_start_at_genesis(store: ReceiverStore, trust: TrustStore, signer: BatchSigner) -> None:
+def test_seq_one_must_start_at_genesis(store: ReceiverStore, signer: BatchSigner) -> None:
     """Seq 1 with a prev other than 32 zero bytes is a chain break."""
     chain = Chain(signer)
     chain.prev = bytes([1]) * 32
-    store.ingest(chain.data().frame, trust)
+    store.ingest(chain.data().frame)
 
     assert [b["seq"] for b in _gw(store)["chain_breaks"]] == [1]
 
 
-def test_signed_but_malformed_body_is_rejected_without_rows(store: ReceiverStore, trust: TrustStore,
+def test_signed_but_malformed_body_is_rejected_without_rows(store: ReceiverStore,
                                                             signer: BatchSigner) -> None:
     """A signed batch whose body does not decode is refused and leaves no record rows behind."""
     batch = wire.encode_frame(signer, gw="gw-01", seq=1, prev=wire.GENESIS_HASH, created=1, t0=1, t1=1,
                               kind="data", enc="none", body=b"\xc1")
-    result = store.ingest(batch.frame, trust)
+    result = store.ingest(batch.frame)
 
     assert result.status == "rejected"
     assert list(store.records()) == []
 
 
-def test_impossible_gap_range_is_rejected_without_rows(store: ReceiverStore, trust: TrustStore,
+def test_impossible_gap_range_is_rejected_without_rows(store: ReceiverStore,
                                                        signer: BatchSigner) -> None:
     """A gap batch declaring seqs at or after itself is refused, and none of its rows are kept."""
     chain = Chain(signer)
-    result = store.ingest(chain.gap(1, 5).frame, trust)
+    result = store.ingest(chain.gap(1, 5).frame)
 
     assert result.status == "rejected"
     assert (list(store.records()), _gw(store)["declared_gaps"]) == ([], [])
 
 
-def test_records_are_stored_with_tag_and_absolute_time(store: ReceiverStore, trust: TrustStore,
+def test_records_are_stored_with_tag_and_absolute_time(store: ReceiverStore,
                                                        signer: BatchSigner) -> None:
     """Every row is stored with its table, full tag name, absolute timestamp and named columns."""
     batch = Chain(signer).data(rows=1, value=0.42)
-    store.ingest(batch.frame, trust)
+    store.ingest(batch.frame)
     (row,) = store.records(tag="plc1.ch4")
 
     assert (row["table"], row["tag"], row["ts"], row["start"], row["mean"]) == (
         "win", "plc1.ch4", batch.t0, batch.t0, 0.42)
 
 
-def test_report_survives_reopening(tmp_path: Path, trust: TrustStore, signer: BatchSigner) -> None:
+def test_report_survives_reopening(tmp_path: Path, signer: BatchSigner) -> None:
     """Everything the report says is in the file: a reopened store reports the same."""
     chain = Chain(signer)
     with ReceiverStore(tmp_path / "r.sqlite") as s:
+        register(s, signer)
         for f in [chain.data().frame for _ in range(3)][::2]:
-            s.ingest(f, trust)
-        s.ingest(b"junk", trust)
+            s.ingest(f)
+        s.ingest(b"junk")
         before = s.report()
     with ReceiverStore(tmp_path / "r.sqlite") as s:
         after = s.report()
@@ -298,7 +301,7 @@ def test_report_survives_reopening(tmp_path: Path, trust: TrustStore, signer: Ba
     assert after["gateways"]["gw-01"]["missing"] == [[2, 2]]
 
 
-def test_values_json_cannot_carry_are_stored_readably(store: ReceiverStore, trust: TrustStore,
+def test_values_json_cannot_carry_are_stored_readably(store: ReceiverStore,
                                                       signer: BatchSigner) -> None:
     """NaN, infinities and bytes in a row are stored as strings, not dropped and not invalid JSON."""
     cols = ["tag", "ts", "value", "quality", "reason"]
@@ -307,16 +310,50 @@ def test_values_json_cannot_carry_are_stored_readably(store: ReceiverStore, trus
                                                                    [0, 2, float("-inf"), 0, None]])}, 1000)
     batch = wire.encode_frame(signer, gw="gw-01", seq=1, prev=wire.GENESIS_HASH, created=2000, t0=1000,
                               t1=1002, kind="data", enc="zstd", body=body)
-    store.ingest(batch.frame, trust)
+    store.ingest(batch.frame)
 
     assert [r["value"] for r in store.records()] == ["-Infinity", "01ff", "NaN"]
 
 
-def test_reverify_leaves_content_rejections_alone(store: ReceiverStore, trust: TrustStore,
+def test_reverify_leaves_content_rejections_alone(store: ReceiverStore,
                                                   signer: BatchSigner) -> None:
     """reverify() retries only frames refused for their signature; a reused seq stays rejected once."""
-    store.ingest(Chain(signer).data(value=1.0).frame, trust)
-    store.ingest(Chain(signer).data(value=2.0).frame, trust)
+    store.ingest(Chain(signer).data(value=1.0).frame)
+    store.ingest(Chain(signer).data(value=2.0).frame)
 
-    assert store.reverify(trust) == []
+    assert store.reverify() == []
     assert len(_gw(store)["rejected"]) == 1
+
+
+V1_TABLES = """
+CREATE TABLE batches (gw TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, prev BLOB NOT NULL,
+    kind TEXT NOT NULL, t0 INTEGER NOT NULL, t1 INTEGER NOT NULL, created INTEGER NOT NULL, kid TEXT NOT NULL,
+    received_at INTEGER NOT NULL, records INTEGER NOT NULL, frame BLOB NOT NULL, PRIMARY KEY (gw, seq)) WITHOUT ROWID;
+CREATE TABLE rejected (id INTEGER PRIMARY KEY, gw TEXT NOT NULL, seq INTEGER, cause TEXT NOT NULL,
+    reason TEXT NOT NULL, received_at INTEGER NOT NULL, times INTEGER NOT NULL DEFAULT 1,
+    frame_hash BLOB NOT NULL UNIQUE, frame BLOB NOT NULL);
+"""
+
+
+def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: BatchSigner) -> None:
+    """A receiver database written by format version 1 opens: its refusals gain claimed gateway, seq and signer
+    (read from the kept frame), 'content' becomes 'seq_reused', and new frames are stored beside the old."""
+    path = tmp_path / "v1.sqlite"
+    chain = Chain(signer)
+    first, second = chain.data(), chain.data()
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_TABLES)
+        db.execute("INSERT INTO batches VALUES ('gw-01', 1, ?, ?, 'data', 1, 2, 3, ?, 4, 2, ?)",
+                   (first.hash, first.prev, signer.kid, first.frame))
+        db.execute("INSERT INTO rejected (gw, seq, cause, reason, received_at, frame_hash, frame) "
+                   "VALUES ('gw-01', 1, 'content', 'seq reused with different content', 5, ?, ?)",
+                   (b"h" * 32, Chain(signer).data(value=9.0).frame))
+    with ReceiverStore(path) as store:
+        register(store, signer)
+        result = store.ingest(second.frame)
+        report = store.report()["gateways"]["gw-01"]
+
+    assert (result.status, result.chain_breaks) == ("stored", ())
+    assert (report["batches"], report["missing"]) == (2, [])
+    assert report["rejected"] == [{"seq": 1, "cause": "seq_reused", "reason": "seq reused with different content",
+                                   "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]

@@ -9,13 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore, coalesce
-from tests.receiver.chain import Chain
+from tests.receiver.chain import Chain, register
 
 SIGNER = BatchSigner(Ed25519PrivateKey.generate())
-TRUST = TrustStore()
-TRUST.add(SIGNER.public_raw)
 _chain = Chain(SIGNER)
 FRAMES = [_chain.data(rows=1).frame for _ in range(30)]  # signing is the slow part: make them once
 
@@ -37,7 +35,8 @@ def test_report_accounts_for_every_seq_in_any_order(case: tuple[int, set[int], l
     """Stored + missing covers 1..n exactly, duplicates are counted, and an intact chain never breaks."""
     n, lost, order = case
     with tempfile.TemporaryDirectory() as d, ReceiverStore(Path(d) / "r.sqlite") as store:
-        store.ingest_many([(FRAMES[s - 1], "gw-01") for s in order], TRUST)
+        register(store, SIGNER)
+        store.ingest_many([(FRAMES[s - 1], "gw-01", "data") for s in order])
         report = store.report()["gateways"]["gw-01"]
 
     assert report["missing"] == coalesce(lost)

@@ -1,0 +1,272 @@
+"""Hostile frames, as tables: what an attacker holding gateway A's key, and one holding no key at all, can send.
+
+After every table: no exception escapes ingest, gateway B's genuine data is intact, nothing refused is
+acknowledgeable, and each refusal is stored once with a short reason that names a cause of the fixed list.
+The fuzz test at the end feeds random and mutated frames to ``ReceiverStore.ingest_many``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.protocol import wire
+from agent.protocol.signing import BatchSigner
+from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
+from tests.fuzzing import FUZZ_EXAMPLES
+from tests.receiver.chain import T0, Chain, register
+
+KEY_A = BatchSigner(Ed25519PrivateKey.generate())  # the attacker's own gateway key, registered for gw-A
+KEY_B = BatchSigner(Ed25519PrivateKey.generate())  # the victim's key, registered for gw-B
+STRANGER = BatchSigner(Ed25519PrivateKey.generate())  # registered for nobody
+_B = Chain(KEY_B, gw="gw-B")
+GENUINE_B = [_B.data().frame for _ in range(3)]  # seqs 1..3, delivered first in every scenario
+B_NEXT = _B.data().frame  # seq 4: arrives after the attack and must still be stored
+
+Arrival = tuple[bytes, str | None, str | None]
+
+
+def _signed(signer: BatchSigner, header_changes: dict[str, object] | None = None, *, body: bytes | None = None,
+            tables: dict[str, wire.Table] | None = None, tags: list[str] | None = None, gw: str = "gw-A",
+            seq: int = 7, kind: str = "data", enc: str = "zstd") -> bytes:
+    """A frame validly signed by ``signer`` with any header values: what a key holder can make."""
+    if body is None:
+        body = wire.encode_body(tags or ["plc1.ch4"], tables or {"win": wire.Table(["tag", "start", "mean"],
+                                                                                  [[0, 0, 1.0]])}, T0, enc=enc)
+    header: dict[str, object] = {"v": 1, "gw": gw, "seq": seq, "prev": bytes(32), "created": T0, "t0": T0,
+                                 "t1": T0 + 1000, "kind": kind, "enc": enc, "alg": "ed25519", "kid": signer.kid,
+                                 "body": body}
+    header.update(header_changes or {})
+    signed = msgpack.packb(header, use_bin_type=True)
+    return msgpack.packb([1, signed, signer.sign(signed)], use_bin_type=True)
+
+
+def _gap_for_b(signer: BatchSigner) -> bytes:
+    row = [1, 3, 3, 30, T0, T0 + 1000, "buffer_full", ["plc1.ch4"]]
+    body = wire.encode_body([], {"gap": wire.Table(["first_seq", "last_seq", "batches", "records", "from_ms",
+                                                    "to_ms", "reason", "tags"], [row])}, T0)
+    return _signed(signer, body=body, gw="gw-B", seq=9, kind="gap")
+
+
+def _rows(n: int) -> bytes:
+    return wire.encode_body(["plc1.ch4"], {"win": wire.Table(["tag", "start", "mean"], [[0, 0, 1.0]] * n)}, T0)
+
+
+# (scenario, arrivals, the causes each may be refused for). Arrivals name the topic's gateway and kind.
+HOLDS_A: list[tuple[str, list[Arrival], set[str]]] = [
+    ("impersonate B on B's topic", [(_signed(KEY_A, gw="gw-B"), "gw-B", "data")], {"wrong_gateway"}),
+    ("A's frame on B's topic", [(_signed(KEY_A), "gw-B", "data")], {"topic"}),
+    ("take B's stored seqs", [(_signed(KEY_A, gw="gw-B", seq=s), "gw-B", "data") for s in (1, 2, 3)],
+     {"wrong_gateway"}),
+    ("take B's next seq", [(_signed(KEY_A, gw="gw-B", seq=4), "gw-B", "data")], {"wrong_gateway"}),
+    ("declare B's batches lost", [(_gap_for_b(KEY_A), "gw-B", "gap")], {"wrong_gateway"}),
+    ("gap declaring its own seq", [(_signed(KEY_A, body=wire.encode_body([], {"gap": wire.Table(
+        ["first_seq", "last_seq"], [[5, 7]])}, T0), kind="gap"), "gw-A", "gap")], {"body"}),
+    ("alarm signed, data topic", [(_signed(KEY_A, kind="alarm"), "gw-A", "data")], {"kind"}),
+    ("data signed, gap topic", [(_signed(KEY_A), "gw-A", "gap")], {"kind"}),
+    ("unknown kind", [(_signed(KEY_A, kind="evil"), "gw-A", "evil")], {"kind"}),
+    ("extra topic level", [(_signed(KEY_A), "gw-A", "data/x")], {"kind"}),
+    ("200 001 rows", [(_signed(KEY_A, body=_rows(200_001)), "gw-A", "data")], {"bounds", "body"}),
+    ("a 5000-character value", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
+                                                                          [[0, 0, "x" * 5000]])}),
+                                 "gw-A", "data")], {"bounds", "body"}),
+    ("a 200-character tag name", [(_signed(KEY_A, tags=["t" * 200]), "gw-A", "data")], {"bounds", "body"}),
+    ("a 100 000-character gateway id", [(_signed(KEY_A, {"gw": "g" * 100_000}), "gw-A", "data")],
+     {"bounds", "format", "topic"}),
+    ("seq 2**63", [(_signed(KEY_A, {"seq": 2**63}), "gw-A", "data")], {"bounds", "format"}),
+    ("seq 0", [(_signed(KEY_A, {"seq": 0}), "gw-A", "data")], {"bounds", "format"}),
+    ("seq inf", [(_signed(KEY_A, {"seq": float("inf")}), "gw-A", "data")], {"bounds", "format"}),
+    ("seq as text", [(_signed(KEY_A, {"seq": "7"}), "gw-A", "data")], {"bounds", "format"}),
+    ("int prev", [(_signed(KEY_A, {"prev": 2**40}), "gw-A", "data")], {"bounds", "format"}),
+    ("created -1", [(_signed(KEY_A, {"created": -1}), "gw-A", "data")], {"bounds", "format"}),
+    ("created 2**64", [(_signed(KEY_A, {"created": 2**64 - 1}), "gw-A", "data")], {"bounds", "format"}),
+    ("time offset past 2**53", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
+                                                                          [[0, 2**60, 1.0]])}),
+                                 "gw-A", "data")], {"bounds", "body"}),
+    ("tag dictionary as a map", [(_signed(KEY_A, body=msgpack.packb({"tags": {}, "tables": {"win": {
+        "cols": ["tag"], "rows": [["x" * 100_000]]}}}), enc="none"), "gw-A", "data")], {"body"}),
+    ("zstd body of 80 MiB", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(
+        b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20))), "gw-A", "data")], {"body", "bounds"}),
+    ("300 000 empty rows in 66 bytes", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(msgpack.packb(
+        {"tags": [], "tables": {"x": {"cols": ["a"], "rows": [[]] * 300_000}}}))), "gw-A", "data")],
+     {"bounds", "body"}),
+    ("unknown algorithm", [(_signed(KEY_A, {"alg": "sm2"}), "gw-A", "data")], {"signature"}),
+]
+# Resolved by the frame code's body decoder before the receiver sees the row; refused once that decoder is.
+NEGATIVE_TAG = pytest.param("negative tag index", [(_signed(KEY_A, tables={"win": wire.Table(
+    ["tag", "start"], [[-1, 0]])}), "gw-A", "data")], {"body", "bounds"}, id="negative tag index",
+    marks=pytest.mark.xfail(strict=True, reason="wire.decode_body of this tree reads index -1 as the last tag"))
+
+
+def _flip(frame: bytes, i: int) -> bytes:
+    b = bytearray(frame)
+    b[i % len(b)] ^= 0x10
+    return bytes(b)
+
+
+HOLDS_NONE: list[tuple[str, list[Arrival], set[str]]] = [
+    ("garbage", [(b"\x00\xffnot msgpack at all", "gw-B", "data")], {"format"}),
+    ("empty", [(b"", "gw-B", "data")], {"format"}),
+    ("truncated frame", [(GENUINE_B[0][:-40], "gw-B", "data")], {"format"}),
+    ("frame with trailing bytes", [(GENUINE_B[0] + b"\x00", "gw-B", "data")], {"format"}),
+    ("16 MiB + 1", [(bytes(16 * 1024 * 1024 + 1), "gw-B", "data")], {"bounds"}),
+    ("deep nesting", [(b"\x91" * 100_000, "gw-B", "data")], {"format"}),
+    ("format version 3", [(msgpack.packb([3, b"x", b"y"]), "gw-B", "data")], {"format"}),
+    ("outer map", [(msgpack.packb({"signed": 1}), "gw-B", "data")], {"format"}),
+    ("unknown key in B's name", [(_signed(STRANGER, gw="gw-B", seq=4), "gw-B", "data")], {"unknown_key"}),
+    ("B's frame replayed on A's topic", [(GENUINE_B[1], "gw-A", "data")], {"topic"}),
+    ("B's frame with another kid", [(_signed(KEY_B, {"kid": KEY_A.kid}, gw="gw-B", seq=5), "gw-B", "data")],
+     {"wrong_gateway"}),
+    *[(f"bit flip at byte {i}", [(_flip(B_NEXT, i), "gw-B", "data")],
+       {"format", "bounds", "topic", "kind", "signature", "unknown_key", "wrong_gateway", "body"})
+      for i in (0, 1, 3, 10, 40, 90, 150, 200, -70, -1)],
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ReceiverStore]:
+    s = ReceiverStore(tmp_path / "r.sqlite")
+    register(s, KEY_A, "gw-A")
+    register(s, KEY_B, "gw-B")
+    s.ingest_many([(f, "gw-B", "data") for f in GENUINE_B])
+    yield s
+    s.close()
+
+
+def _check_aftermath(store: ReceiverStore, results: list[IngestResult], allowed: set[str]) -> None:
+    """B intact (and still accepting its next batch), refusals never ackable, short, of the allowed causes."""
+    for r in results:
+        if r.status == "rejected":
+            assert r.ackable is False
+            assert r.cause in allowed, (r.cause, r.reason)
+            assert len(r.reason or "") <= MAX_REASON_CHARS
+    assert store.ingest(B_NEXT, topic_gw="gw-B", topic_kind="data").status == "stored"
+    b = store.report()["gateways"]["gw-B"]
+    assert (b["batches"], b["records"], b["missing"], b["declared_gaps"], b["chain_breaks"]) == (4, 8, [], [], [])
+    assert [r["mean"] for r in store.records(gw="gw-B")] == [0.5] * 8
+
+
+def _stored_once(store: ReceiverStore, arrivals: list[Arrival]) -> None:
+    """The same hostile frames again: no new refusal rows, only their ``times`` grows."""
+    before = {gw: r["refusals"]["frames"] for gw, r in store.report()["gateways"].items()}
+    store.ingest_many(arrivals)
+    after = store.report()["gateways"]
+    assert {gw: r["refusals"]["frames"] for gw, r in after.items()} == before
+    for gw_report in after.values():
+        assert all(len(x["reason"]) <= MAX_REASON_CHARS for x in gw_report["rejected"])
+        assert all(x["cause"] in CAUSES for x in gw_report["rejected"])
+
+
+@pytest.mark.parametrize(("scenario", "arrivals", "allowed"),
+                         [*(pytest.param(*case, id=case[0]) for case in HOLDS_A), NEGATIVE_TAG])
+def test_an_attacker_holding_gateway_a_key(store: ReceiverStore, scenario: str, arrivals: list[Arrival],
+                                           allowed: set[str]) -> None:
+    """Whatever A's key signs, it never enters B's record, and nothing refused can be acknowledged."""
+    results = store.ingest_many(arrivals)
+
+    assert [r.status for r in results] == ["rejected"] * len(arrivals), scenario
+    _check_aftermath(store, results, allowed)
+    _stored_once(store, arrivals)
+
+
+@pytest.mark.parametrize(("scenario", "arrivals", "allowed"), HOLDS_NONE, ids=[s for s, _, _ in HOLDS_NONE])
+def test_an_attacker_holding_no_key(store: ReceiverStore, scenario: str, arrivals: list[Arrival],
+                                    allowed: set[str]) -> None:
+    """Bytes from someone with no registered key are refused one by one and change nothing stored."""
+    results = store.ingest_many(arrivals)
+
+    assert [r.status for r in results] == ["rejected"] * len(arrivals), scenario
+    _check_aftermath(store, results, allowed)
+    _stored_once(store, arrivals)
+
+
+def test_every_hostile_frame_in_one_commit_with_genuine_ones(store: ReceiverStore) -> None:
+    """All the hostile frames of both tables in one commit group, B's next batch in the middle: each is decided
+    alone, B's batch is stored."""
+    hostile = [a for _, arrivals, _ in HOLDS_A + HOLDS_NONE for a in arrivals]
+    middle = len(hostile) // 2
+    results = store.ingest_many([*hostile[:middle], (B_NEXT, "gw-B", "data"), *hostile[middle:]])
+
+    assert results[middle].status == "stored"
+    assert [r.status for i, r in enumerate(results) if i != middle] == ["rejected"] * len(hostile)
+    assert store.report()["gateways"]["gw-B"]["batches"] == 4
+
+
+# ---------------------------------------------------------------------- fuzzing
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    """Random bytes, and genuine frames flipped, truncated, spliced and extended."""
+    frame = st.sampled_from([*GENUINE_B, B_NEXT])
+    flipped = st.tuples(frame, st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1,
+                                        max_size=8)).map(lambda t: _apply_flips(*t))
+    cut = st.tuples(frame, st.integers(0, 2000)).map(lambda t: t[0][:t[1]])
+    spliced = st.tuples(frame, frame, st.integers(0, 2000)).map(lambda t: t[0][:t[2]] + t[1][t[2]:])
+    extended = st.tuples(frame, st.binary(max_size=64)).map(lambda t: t[0] + t[1])
+    return st.one_of(st.binary(max_size=512), flipped, cut, spliced, extended)
+
+
+def _apply_flips(frame: bytes, flips: list[tuple[int, int]]) -> bytes:
+    b = bytearray(frame)
+    for i, x in flips:
+        b[i % len(b)] ^= x
+    return bytes(b)
+
+
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+                       | st.binary(max_size=40), lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+_HEADER_KEYS = ["v", "gw", "seq", "prev", "created", "t0", "t1", "kind", "enc", "alg", "kid", "body"]
+
+
+def _signed_headers() -> st.SearchStrategy[bytes]:
+    """Frames validly signed by A's key whose header values are anything msgpack can carry."""
+    return st.dictionaries(st.sampled_from(_HEADER_KEYS), _VALUES, max_size=4).map(lambda ch: _signed(KEY_A, ch))
+
+
+def _topics() -> st.SearchStrategy[tuple[str | None, str | None]]:
+    return st.tuples(st.sampled_from(["gw-A", "gw-B", "", "x" * 300, None]),
+                     st.sampled_from(["data", "alarm", "gap", "catalog", "", "data/x", None]))
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.one_of(_mutations(), _signed_headers()), _topics()), min_size=1, max_size=6))
+def test_fuzz_ingest_many_never_raises(batch: list[tuple[bytes, tuple[str | None, str | None]]]) -> None:
+    """Random and mutated frames, on random topics, in one commit: ingest returns a decision for each, refusals
+    are never ackable, reasons are short, and B's genuine batches stay as they were."""
+    with ReceiverStore(":memory:") as store:  # the same code as on disk, without an fsync per example
+        register(store, KEY_A, "gw-A")
+        register(store, KEY_B, "gw-B")
+        store.ingest_many([(f, "gw-B", "data") for f in GENUINE_B])
+        results = store.ingest_many([(frame, gw, kind) for frame, (gw, kind) in batch])
+
+        assert len(results) == len(batch)
+        for r in results:
+            assert r.ackable == (r.status != "rejected")
+            assert r.status != "rejected" or (r.cause in CAUSES and len(r.reason or "") <= MAX_REASON_CHARS)
+        b = store.report()["gateways"]["gw-B"]
+        assert (b["records"], b["declared_gaps"], b["chain_breaks"]) == (2 * b["batches"], [], [])
+
+
+def test_fuzz_mutation_sample_is_not_trivial() -> None:
+    """The mutated frames the fuzz test draws from include ones that still open as frames (so it reaches the
+    checks past parsing), here shown with a fixed seed."""
+    rng = random.Random(15)
+    opened = 0
+    for _ in range(200):
+        f = _apply_flips(B_NEXT, [(rng.randrange(len(B_NEXT)), rng.randrange(1, 256))])
+        try:
+            wire.open_frame(f)
+            opened += 1
+        except Exception:  # counting what opens: any failure means "does not open"
+            continue
+    assert opened > 50
+
