@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner, TrustStore
+from agent.protocol.signing import BatchSigner, TrustStore, generate_key
 from backend.cli import main
 from backend.receiver import ReceiverStore, parse_broker_url
 from tests.peers.mosquitto import Mosquitto
@@ -108,9 +108,10 @@ async def test_receive_runs_until_sigterm(broker: Mosquitto, tmp_path: Path, sig
                                           trust_file: Path) -> None:
     """The command stores what is published and exits 0 on SIGTERM, with its database consistent."""
     db = tmp_path / "r.sqlite"
+    generate_key(tmp_path / "archive", "archive")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "backend.cli", "receive", "--broker", broker.url, "--trust", str(trust_file),
-        "--db", str(db), "--client-id", "test-cli-receiver",
+        "--archive-key", str(tmp_path / "archive" / "archive.key"), "--db", str(db), "--client-id", "test-cli-receiver",
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
