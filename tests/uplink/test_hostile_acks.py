@@ -4,7 +4,6 @@ the uplink. Run against a real Mosquitto, with the attacker as just another MQTT
 from __future__ import annotations
 
 import aiomqtt
-import pytest
 
 from agent.uplink import MqttUplink
 from buffer import AsyncDiskQueue
@@ -17,29 +16,26 @@ async def _publish_ack(port: int, payload: bytes | str) -> None:
         await client.publish(f"{PREFIX}/{GW}/ack", payload, qos=1, timeout=10)
 
 
-@pytest.mark.xfail(reason="acks are not authenticated: anyone on the ack topic deletes the gateway's data",
-                   strict=True)
 async def test_an_unsigned_ack_from_anyone_deletes_nothing(
     broker: Mosquitto, queue: AsyncDiskQueue, producer: Producer
 ) -> None:
     """A JSON ack covering every seq, published by a client that is not the archive, leaves the buffer whole."""
     await producer.append(3)
-    uplink = MqttUplink(mqtt_config(broker.port, ack_mode="backend", ack_timeout_s=300.0), GW, queue)
+    uplink = MqttUplink(mqtt_config(broker.port, ack_timeout_s=300.0), GW, queue)
     async with running(uplink):
         await wait_until(lambda: uplink.stats.awaiting_backend_ack == 3, "all PUBACKed")
         await _publish_ack(broker.port, '{"acked": [[1, 1000]]}')
-        await wait_until(lambda: uplink.stats.bad_backend_acks + uplink.stats.acked >= 1, "the ack handled")
+        await wait_until(lambda: uplink.stats.bad_backend_acks == 1, "the ack counted as malformed")
 
     assert await producer.stored() == {1, 2, 3}
 
 
-@pytest.mark.xfail(reason="the ack parser raises OverflowError on Infinity and the uplink dies", strict=True)
 async def test_an_ack_with_an_infinite_seq_does_not_stop_the_uplink(
     broker: Mosquitto, queue: AsyncDiskQueue, producer: Producer
 ) -> None:
     """``{"acked": [[1, Infinity]]}`` is counted as malformed; the uplink keeps publishing afterwards."""
     await producer.append(2)
-    uplink = MqttUplink(mqtt_config(broker.port, ack_mode="backend", ack_timeout_s=300.0), GW, queue)
+    uplink = MqttUplink(mqtt_config(broker.port, ack_timeout_s=300.0), GW, queue)
     async with running(uplink):
         await wait_until(lambda: uplink.stats.awaiting_backend_ack == 2, "both PUBACKed")
         await _publish_ack(broker.port, '{"acked": [[1, Infinity]]}')
