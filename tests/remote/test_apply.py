@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.demo.localbroker import free_port
 from agent.demo.simulator import SimulatedPlc
 from agent.protocol.signing import generate_key
@@ -44,10 +46,15 @@ def test_device_that_cannot_be_reached_is_rolled_back(remote_gw: RemoteGateway) 
     assert (after["version"], after["source"], after["highest_version"]) == (0, before["source"], 7)
 
 
-def test_push_that_breaks_the_uplink_reports_after_rollback(remote_gw: RemoteGateway) -> None:
+def test_push_that_breaks_the_uplink_reports_after_rollback(remote_gw: RemoteGateway,
+                                                            request: pytest.FixtureRequest) -> None:
     """A push pointing MQTT at a dead port cannot connect its uplink; it is rolled back to the working
     broker, its outcome still arrives, and the batches made meanwhile stay in the same buffer and are sent."""
     rg = remote_gw
+    # Delivered means acknowledged by the archive (the default ack mode): its receiver runs throughout.
+    receiver = receiver_process(rg.gw.root, rg.broker.url, rg.gw.trust_file)
+    receiver.start()
+    request.addfinalizer(receiver.terminate)
     inode, head = rg.buffer_inode(), rg.buffer_head()
     text = rg.toml(mqtt_port=free_port())
     rg.toml()
