@@ -54,9 +54,10 @@ def _serve_step(peers: LoopThread, plc: SimulatedPlc, k: int) -> dict[str, Any]:
     return {"plc1.a": k, "plc1.b": -k, "plc1.c": c}
 
 
-def _drain(gw: Gateway, mqtt_port: int, log_name: str = "drain.log") -> int:
+def _drain(gw: Gateway, mqtt_port: int, log_name: str = "drain.log", *, refused: int = 0) -> int:
     """Start the agent without devices so it only sends what its buffer holds; wait until the receiver has
-    every batch up to the last one stored, then stop it. Returns that last seq.
+    every batch up to the last one stored, then stop it. Returns that last seq. ``refused`` batches stay in
+    the buffer: the archive never acknowledges a frame it refused, so the gateway keeps it.
 
     The drain uses end-to-end acknowledgements (the default) so that a receiver still re-subscribing after a
     broker restart cannot make the broker drop what the drain sends: what is checked is the run before it.
@@ -66,7 +67,7 @@ def _drain(gw: Gateway, mqtt_port: int, log_name: str = "drain.log") -> int:
     drain.start()
     try:
         wait_until(lambda: _buffer_head(gw), 30, "the drain agent to open the buffer")
-        wait_until(lambda: _buffer_rows(gw) == 0, 60, "the buffer to drain", interval=0.2)
+        wait_until(lambda: _buffer_rows(gw) == refused, 60, "the buffer to drain", interval=0.2)
         # The drain may itself append (a gap batch declaring drops found at start): wait for the final head.
         wait_until(lambda: receiver_report(gw.root)["gateways"].get(gw.id, {}).get("last_seq", 0)
                    >= (_buffer_head(gw) or 0), 30, "the receiver to store the last batch", interval=0.3)
@@ -260,7 +261,7 @@ def test_altered_batch_is_rejected_and_deleted_batch_shows_as_gap(
         db.execute("UPDATE batches SET frame = ?, crc = ? WHERE seq = 3", (bytes(frame), zlib.crc32(frame)))
         db.execute("DELETE FROM batches WHERE seq = 5")
     broker.start()
-    last = _drain(gw, broker.port)
+    last = _drain(gw, broker.port, refused=1)
 
     r = receiver_report(gw.root)["gateways"][gw.id]
     assert [x["seq"] for x in r["rejected"]] == [3]
