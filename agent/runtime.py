@@ -175,6 +175,11 @@ class Agent:
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.config
         signer = self._signer or load_signer(cfg.gateway.key_file)
+        # Checked here too, like the signing key, so a missing archive keys file is one clear error before
+        # anything starts; apply() reads it again for the uplink (and on every reload).
+        from agent.uplink import load_archive_keys
+
+        await asyncio.to_thread(load_archive_keys, cfg.mqtt)
         cfg.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = self._make_queue(cfg.buffer_path, max_bytes=int(cfg.buffer.max_bytes), sync=cfg.buffer.sync,
                                       min_free_bytes=int(cfg.buffer.min_free_bytes))
