@@ -44,3 +44,20 @@ def test_backlog_per_kind_and_age() -> None:
         ("alarm", 1.0), ("data", 2.0)]
     assert sorted((s[0]["kind"], s[1]) for s in got["mine_agent_buffer_backlog_bytes_by_kind"]) == [
         ("alarm", 100.0), ("data", 200.0)]
+
+
+def test_ignored_acks_are_counters_and_show_in_status() -> None:
+    """The uplink's refused acks are counters in the metrics and a line of 'mine-agent status'."""
+    import io
+
+    from agent.cli.status import render
+
+    doc = {"gateway": "gw", "status": "degraded", "uplink": {"connected": True, "bad_backend_acks": 2,
+                                                            "unverified_acks": 5}}
+    got = families(render_metrics(doc))
+    out = io.StringIO()
+    render(doc, out)
+
+    assert got["mine_agent_uplink_bad_backend_acks"] == [({}, 2.0)]
+    assert got["mine_agent_uplink_unverified_acks"] == [({}, 5.0)]
+    assert "acks ignored: 2 malformed, 5 unverified" in out.getvalue()

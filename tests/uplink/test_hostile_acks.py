@@ -11,8 +11,11 @@ from typing import Any
 
 import aiomqtt
 import msgpack
+import structlog
+import structlog.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.core.clock import FakeClock
 from agent.protocol.signing import BatchSigner
 from agent.uplink import MqttUplink
 from buffer import AsyncDiskQueue
@@ -111,8 +114,21 @@ async def test_hostile_acks_delete_nothing_are_counted_and_the_uplink_lives_on(
     is counted under its kind, and afterwards the archive's genuine ack still deletes the three batches."""
     await producer.append(3)
     hashes = {b.seq: b.hash for b in await queue.peek(10)}
-    uplink = MqttUplink(mqtt_config(broker.port, ack_timeout_s=300.0), GW, queue)
     expected = {kind: sum(1 for _, _, k in HOSTILE if k == kind) for kind in ("malformed", "unverified")}
+    with structlog.testing.capture_logs() as logs:
+        uplink = MqttUplink(mqtt_config(broker.port, ack_timeout_s=300.0), GW, queue)
+        await _attack_then_ack(uplink, broker, producer, hashes, expected)
+    refusals = [e for e in logs if e["event"] == "uplink_ack_refused"]
+
+    # Rate limited: one line per kind within the minute, the first carrying its count (1).
+    assert sorted((e["kind"], e["count"]) for e in refusals) == [("malformed", 1), ("unverified", 1)]
+    assert (uplink.stats.bad_backend_acks, uplink.stats.unverified_acks) == (expected["malformed"],
+                                                                            expected["unverified"])
+    assert await producer.stored() == set()
+
+
+async def _attack_then_ack(uplink: MqttUplink, broker: Mosquitto, producer: Producer, hashes: dict[int, bytes],
+                           expected: dict[str, int]) -> None:
     async with running(uplink):
         await wait_until(lambda: uplink.stats.awaiting_backend_ack == 3, "all PUBACKed")
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="attacker", timeout=10) as attacker:
@@ -123,11 +139,7 @@ async def test_hostile_acks_delete_nothing_are_counted_and_the_uplink_lives_on(
         stored_after_attack = await producer.stored()
         await _publish_ack(broker.port, signed_ack([(1, 3, hashes[3])]))
         await wait_until(lambda: uplink.stats.acked == 3, "the genuine ack applied")
-
     assert stored_after_attack == {1, 2, 3}
-    assert (uplink.stats.bad_backend_acks, uplink.stats.unverified_acks) == (expected["malformed"],
-                                                                            expected["unverified"])
-    assert await producer.stored() == set()
 
 
 async def test_a_run_whose_last_batch_is_not_held_deletes_nothing(
@@ -146,3 +158,25 @@ async def test_a_run_whose_last_batch_is_not_held_deletes_nothing(
 
     assert await producer.stored() == {1}
     assert (uplink.stats.bad_backend_acks, uplink.stats.unverified_acks) == (0, 0)
+
+
+async def test_refused_acks_are_logged_once_a_minute_with_their_count(
+    broker: Mosquitto, queue: AsyncDiskQueue, producer: Producer
+) -> None:
+    """A flood of bad acks gives one warning, then after a minute one more carrying how many were refused
+    since the first line."""
+    clock = FakeClock()
+    await producer.append(1)
+    with structlog.testing.capture_logs() as logs:
+        uplink = MqttUplink(mqtt_config(broker.port, ack_timeout_s=300.0), GW, queue, clock=clock)
+        async with running(uplink):
+            await wait_until(lambda: uplink.stats.awaiting_backend_ack == 1, "PUBACKed")
+            for _ in range(3):
+                await _publish_ack(broker.port, b"junk")
+            await wait_until(lambda: uplink.stats.bad_backend_acks == 3, "three refused")
+            await clock.advance(61.0)
+            await _publish_ack(broker.port, b"junk")
+            await wait_until(lambda: uplink.stats.bad_backend_acks == 4, "the fourth refused")
+    counts = [e["count"] for e in logs if e["event"] == "uplink_ack_refused"]
+
+    assert counts == [1, 3]
