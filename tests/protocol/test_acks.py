@@ -111,3 +111,15 @@ def test_fuzz_open_ack_of_archive_signed_documents_checks_every_value(ranges: An
             assert isinstance(r.last_hash, bytes)
             assert len(r.last_hash) == 32
             previous_last = r.last
+
+
+def test_the_documented_ack_example_is_what_the_code_produces_and_opens() -> None:
+    """docs/protocol.md §7.4 equals a fresh rendering, and its payload opens with its documented key into its
+    documented runs."""
+    from tests.protocol.ack_example import DOC, GW, archive_signer, documented_block, example_ack, example_runs, render
+
+    keys = TrustStore()
+    keys.add(archive_signer().public_raw)
+
+    assert documented_block(DOC.read_text()) == render(), "run: python3 -m tests.protocol.ack_example"
+    assert acks.open_ack(example_ack(), keys, gateway=GW).ranges == tuple(example_runs())
