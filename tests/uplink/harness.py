@@ -6,7 +6,9 @@ an archive keys file listing that key."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +32,7 @@ DEADLINE_S = 60.0
 # The archive key the Collector signs its acks with, and the file that lists it for the uplink.
 ARCHIVE = BatchSigner(Ed25519PrivateKey.generate())
 ARCHIVE_KEYS_FILE = Path(tempfile.mkdtemp(prefix="uplink-tests-")) / "archive.keys"
+atexit.register(shutil.rmtree, ARCHIVE_KEYS_FILE.parent, True)
 ARCHIVE_KEYS_FILE.write_text(f"# the test archive\n{ARCHIVE.public_text}\n")
 
 
