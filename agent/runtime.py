@@ -42,7 +42,7 @@ from agent.core.sample import SampleSink
 from agent.pipeline.last_values import LastValues
 from agent.pipeline.pipeline import Pipeline, raw_tag_names
 from agent.protocol import wire
-from agent.protocol.signing import BatchSigner, load_signer
+from agent.protocol.signing import BatchSigner, TrustStore, load_signer
 from config.schema import AgentConfig, MqttConfig
 from drivers import Driver, create_driver
 
@@ -73,7 +73,8 @@ class QueueFactory(Protocol):
 class UplinkFactory(Protocol):
     """Makes the uplink for one ``[mqtt]`` configuration: ``agent.uplink.MqttUplink`` or its like."""
 
-    def __call__(self, config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock) -> Any: ...
+    def __call__(self, config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock,
+                 archive_keys: TrustStore | None) -> Any: ...
 
 
 class DriverFactory(Protocol):
@@ -93,11 +94,12 @@ def disk_queue(path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) ->
                           min_free_bytes=min_free_bytes)
 
 
-def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock) -> Any:
+def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock,
+                archive_keys: TrustStore | None) -> Any:
     """The real uplink, imported on first use like the buffer."""
     from agent.uplink import MqttUplink
 
-    return MqttUplink(config, gateway_id, queue, clock=clock)
+    return MqttUplink(config, gateway_id, queue, clock=clock, archive_keys=archive_keys)
 
 
 def configured_tags(config: AgentConfig) -> list[str]:
@@ -180,6 +182,11 @@ class Agent:
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.config
         signer = self._signer or load_signer(cfg.gateway.key_file)
+        # Checked here too, like the signing key, so a missing archive keys file is one clear error before
+        # anything starts; apply() reads it again for the uplink (and on every reload).
+        from agent.uplink import load_archive_keys
+
+        await asyncio.to_thread(load_archive_keys, cfg.mqtt)
         cfg.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = self._make_queue(cfg.buffer_path, max_bytes=int(cfg.buffer.max_bytes), sync=cfg.buffer.sync,
                                       min_free_bytes=int(cfg.buffer.min_free_bytes))
@@ -249,6 +256,12 @@ class Agent:
                 if problems:
                     raise ConfigError(problems)
 
+            # The archive's keys are read before anything changes: a missing or broken archive_keys_file refuses
+            # the configuration (at start, on reload) instead of leaving an uplink that can never delete.
+            from agent.uplink import load_archive_keys
+
+            archive_keys = await asyncio.to_thread(load_archive_keys, new.mqtt)
+
             # Pipeline first: a changed window, raw-tag set, alarm, deadband or calculated tag closes the open
             # windows into the buffer; tags whose alarm rules did not change keep their alarm state.
             if old is None or _pipeline_settings(old) != _pipeline_settings(new):
@@ -294,8 +307,11 @@ class Agent:
                     result.restarted.append("uplink")
                 else:
                     result.started.append("uplink")
-                self.uplink = self._make_uplink(new.mqtt, new.gateway.id, self.queue, clock=self.clock)
+                self.uplink = self._make_uplink(new.mqtt, new.gateway.id, self.queue, clock=self.clock,
+                                                archive_keys=archive_keys)
                 self._uplink_task = self._tg.create_task(self.uplink.run(), name="uplink")
+            elif archive_keys is not None:
+                self.uplink.use_archive_keys(archive_keys)  # same [mqtt]; the file itself may have changed
 
             self._running_config = new
             self.config = new

@@ -2,9 +2,17 @@
 
 Why it is built this way (MQTT 3.1.1 §4.3.2 QoS 1; aiomqtt 2.5 / paho 2.2, see library-notes §3):
 
-* ``publish(qos=1)`` returns only after the broker's PUBACK. Only then is a batch deleted from the buffer
-  (``ack_mode = "broker"``), or remembered until the backend's own acknowledgement arrives on
-  ``<prefix>/<gw>/ack`` (``ack_mode = "backend"``, which also survives a broker that loses what it acked).
+* ``publish(qos=1)`` returns only after the broker's PUBACK. In ``ack_mode = "backend"`` (the default) the batch
+  is then remembered, with its hash, until the archive's signed acknowledgement arrives on ``<prefix>/<gw>/ack``
+  (docs/protocol.md §7), which survives a broker that loses what it acknowledged; in ``ack_mode = "broker"``
+  the PUBACK deletes it, and a broker that then loses it loses it for good.
+* The ack topic is open to whoever may publish there, so an ack deletes nothing unless
+  :func:`agent.protocol.acks.open_ack` verifies it with a key of ``archive_keys_file`` for this gateway, and
+  then only runs whose last batch is one the uplink holds (published, in flight) with the hash the ack
+  names: a replayed ack after the gateway lost its state, or another gateway's, matches nothing. Anything
+  else is counted (``bad_backend_acks`` malformed, ``unverified_acks`` not the archive's word about these
+  batches), logged at most once a minute per kind, and ignored. Rejected: trusting the broker's ACL to keep
+  strangers off the ack topic (one misconfigured ACL, or one compromised client, empties every buffer).
 * A publish error or a missing PUBACK means *unknown*, never *delivered*. The batch stays in the buffer, the
   connection is torn down, and the aiomqtt/paho ``Client`` object is dropped: paho keeps unacknowledged
   messages in an unbounded in-memory queue and resends them on reconnect of the same object, which would
@@ -42,7 +50,7 @@ arrival order.
 
 from __future__ import annotations
 
-__all__ = ["LANES", "MqttUplink", "UplinkStats", "broker_settings"]
+__all__ = ["LANES", "MqttUplink", "UplinkStats", "broker_settings", "load_archive_keys"]
 
 import asyncio
 import bisect
@@ -50,6 +58,7 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -58,9 +67,11 @@ import structlog
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable, timeout
 from agent.core.clock import Clock, SystemClock
-from agent.core.errors import AgentError, UplinkError
+from agent.core.errors import AgentError, ConfigError, ConfigProblem, SignatureError, UplinkError, WireFormatError
 from agent.core.errors import BufferStoreError as AgentBufferError
+from agent.protocol import acks
 from agent.protocol.mqtt import BrokerSettings, LastWill, TlsFiles, create_client, drop_client
+from agent.protocol.signing import TrustStore
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue, QueuedBatch
@@ -80,12 +91,17 @@ IDLE_POLL_S = 1.0
 # A session that delivered something, or stayed up this long, resets the reconnect backoff. A link that
 # accepts the connection and then fails at once keeps backing off instead of being hammered.
 STABLE_SESSION_S = 10.0
+# Refused acks are logged at most this often per kind (malformed, unverified), with the count since the last.
+ACK_REFUSAL_LOG_S = 60.0
 
 
 @dataclass(slots=True)
 class UplinkStats:
     """Counters for metrics and the status page. ``published`` counts PUBACKs; ``acked`` counts batches
-    deleted from the buffer after delivery (PUBACK in broker mode, backend ack in backend mode)."""
+    deleted from the buffer after delivery (PUBACK in broker mode, the archive's signed ack in backend mode).
+    ``bad_backend_acks`` counts malformed messages on the ack topic; ``unverified_acks`` well-formed ones that
+    are not the archive's word about this gateway's batches (unknown key, bad signature, another gateway, a
+    hash that is not the one of the batch held at that seq)."""
 
     connected: bool = False
     published: int = 0
@@ -98,6 +114,7 @@ class UplinkStats:
     awaiting_backend_ack: int = 0
     backend_ack_timeouts: int = 0
     bad_backend_acks: int = 0
+    unverified_acks: int = 0
     outages: int = 0
     last_outage_s: float | None = None
     last_error: str | None = None
@@ -116,7 +133,9 @@ class MqttUplink:
     """Publishes the buffer's batches with QoS 1 and deletes each only after delivery is confirmed.
 
     ``run()`` runs until cancelled; it never returns or raises on broker trouble (that is an outage, logged
-    once, retried with backoff). Construct it with the loaded :class:`config.schema.MqttConfig`.
+    once, retried with backoff), nor on anything published on its ack topic. Construct it with the loaded
+    :class:`config.schema.MqttConfig`; in backend mode ``archive_keys`` are the archive's public keys
+    (:func:`load_archive_keys`, read from ``archive_keys_file`` when not given).
     """
 
     def __init__(
@@ -126,6 +145,7 @@ class MqttUplink:
         queue: AsyncDiskQueue,
         *,
         clock: Clock | None = None,
+        archive_keys: TrustStore | None = None,
     ) -> None:
         self._config = config
         self._gw = gateway_id
@@ -142,12 +162,15 @@ class MqttUplink:
         self._log = log.bind(gateway=gateway_id, broker=self.broker)
         self._backoff = Backoff(0.5, max(0.5, config.reconnect_max_s))
         self._backend_mode = config.ack_mode == "backend"
-        # seqs being published on the current connection (a batch is in exactly one of these three).
-        self._publishing: set[int] = set()
+        self._archive_keys = archive_keys if archive_keys is not None or not self._backend_mode \
+            else load_archive_keys(config)
+        # seq -> batch hash of the batches being published on the current connection (a batch is in exactly
+        # one of these three).
+        self._publishing: dict[int, bytes] = {}
         # seqs delivered, waiting for the buffer delete (kept across sessions: their delivery is settled).
         self._to_delete: set[int] = set()
-        # backend mode: seq -> monotonic time of its PUBACK, in PUBACK order.
-        self._awaiting: dict[int, float] = {}
+        # backend mode: seq -> (monotonic time of its PUBACK, batch hash), in PUBACK order.
+        self._awaiting: dict[int, tuple[float, bytes]] = {}
         self._backend_acked_in_flight: set[int] = set()
         self._wakeup = asyncio.Event()
         self._delete_wanted = asyncio.Event()
@@ -156,6 +179,12 @@ class MqttUplink:
         self._outage_started: float | None = None
         self._dropped_in_flight = 0
         self._announced: str | None = None  # the buffer condition the last "online" status carried
+        # kind of refused ack -> (monotonic time of its last log line, refusals since that line)
+        self._ack_refusals: dict[str, tuple[float, int]] = {}
+
+    def use_archive_keys(self, keys: TrustStore) -> None:
+        """Verify acks with ``keys`` from now on (a reload that re-read ``archive_keys_file``)."""
+        self._archive_keys = keys
 
     def topic_for(self, kind: str) -> str:
         """The topic a batch of ``kind`` is published on: ``<prefix>/<gw>/batch/<kind>``."""
@@ -359,7 +388,7 @@ class MqttUplink:
                     continue
                 buffer_trouble = False
                 for batch, lane in chosen:
-                    self._publishing.add(batch.seq)
+                    self._publishing[batch.seq] = batch.hash
                     tg.create_task(self._publish(client, batch, lane),
                                    name=f"uplink[{self._gw}].publish[{batch.seq}]")
                 self.stats.inflight = len(self._publishing)
@@ -407,7 +436,7 @@ class MqttUplink:
 
     def _held(self) -> set[int]:
         """Seqs that must not be selected again: being published, delivered, or awaiting the backend."""
-        return self._publishing | self._to_delete | self._awaiting.keys()
+        return self._publishing.keys() | self._to_delete | self._awaiting.keys()
 
     async def _publish(self, client: aiomqtt.Client, batch: QueuedBatch, lane: str) -> None:
         """One QoS 1 publish. Returns only after PUBACK; any other outcome ends the session, the batch stays
@@ -425,7 +454,7 @@ class MqttUplink:
             self.stats.publish_errors += 1
             raise _LinkFailed(f"publish of seq {batch.seq} failed: {_describe(exc)}", seq=batch.seq) from exc
         finally:
-            self._publishing.discard(batch.seq)
+            self._publishing.pop(batch.seq, None)
             self.stats.inflight = len(self._publishing)
         self.stats.published += 1
         self.stats.by_lane[lane] += 1
@@ -433,20 +462,49 @@ class MqttUplink:
             self._backend_acked_in_flight.discard(batch.seq)
             self._delete(batch.seq)
         else:
-            self._awaiting[batch.seq] = self._clock.monotonic()
+            self._awaiting[batch.seq] = (self._clock.monotonic(), batch.hash)
             self.stats.awaiting_backend_ack = len(self._awaiting)
         self._wakeup.set()
 
     # ---------------------------------------------------------------------------------- backend acks
 
     def _on_backend_ack(self, payload: Any) -> None:
-        ranges = _parse_ack(payload)
-        if ranges is None:
-            self.stats.bad_backend_acks += 1
-            self._log.warning("uplink_bad_backend_ack", topic=self.ack_topic,
-                              error="expected {\"acked\": [[first_seq, last_seq], ...]}")
+        """Apply one message of the ack topic if it is the archive's verified word about batches held here;
+        count and ignore it otherwise. Never raises: whatever arrives there must not stop the uplink."""
+        keys = self._archive_keys
+        assert keys is not None  # backend mode
+        try:
+            ack = acks.open_ack(payload, keys, gateway=self._gw)
+        except SignatureError as exc:
+            self.stats.unverified_acks += 1
+            self._ack_refused("unverified", exc.message)
             return
-        covered = _RangeSet(ranges)
+        except WireFormatError as exc:
+            self.stats.bad_backend_acks += 1
+            self._ack_refused("malformed", exc.message)
+            return
+        except Exception as exc:  # open_ack raises only the two above; even a bug in it must not stop us
+            self.stats.bad_backend_acks += 1
+            self._ack_refused("malformed", f"unexpected {type(exc).__name__} while reading the ack")
+            return
+        accepted: list[tuple[int, int]] = []
+        mismatch: int | None = None
+        for run in ack.ranges:
+            held = self._held_hash(run.last)
+            if held is None:
+                # Not in hand (deleted already, or back in the buffer after a timeout or a restart): there is
+                # nothing to check the hash against, so nothing is deleted; the batch is sent and acked again.
+                continue
+            if held != run.last_hash:
+                mismatch = run.last
+                continue
+            accepted.append((run.first, run.last))
+        if mismatch is not None:
+            self.stats.unverified_acks += 1
+            self._ack_refused("unverified", f"ack names another batch than the one held at seq {mismatch}")
+        if not accepted:
+            return
+        covered = _RangeSet(accepted)
         for seq in [s for s in self._awaiting if s in covered]:
             del self._awaiting[seq]
             self._delete(seq)
@@ -455,6 +513,25 @@ class MqttUplink:
                 self._backend_acked_in_flight.add(seq)
         self.stats.awaiting_backend_ack = len(self._awaiting)
         self._wakeup.set()
+
+    def _held_hash(self, seq: int) -> bytes | None:
+        """The hash of the batch at ``seq`` if it is awaiting the archive's ack or being published."""
+        awaiting = self._awaiting.get(seq)
+        if awaiting is not None:
+            return awaiting[1]
+        return self._publishing.get(seq)
+
+    def _ack_refused(self, kind: str, error: str) -> None:
+        """One warning per kind per ACK_REFUSAL_LOG_S at most, carrying how many were refused since the last:
+        whoever floods the ack topic must not flood the journal too."""
+        now = self._clock.monotonic()
+        logged_at, count = self._ack_refusals.get(kind, (None, 0))
+        count += 1
+        if logged_at is not None and now - logged_at < ACK_REFUSAL_LOG_S:
+            self._ack_refusals[kind] = (logged_at, count)
+            return
+        self._ack_refusals[kind] = (now, 0)
+        self._log.warning("uplink_ack_refused", kind=kind, error=error, count=count, topic=self.ack_topic)
 
     def _expire_backend_waits(self) -> float | None:
         """Release batches whose backend ack is overdue so the lanes send them again. Returns the seconds
@@ -465,7 +542,7 @@ class MqttUplink:
         limit = self._config.ack_timeout_s
         expired: list[int] = []
         next_due: float | None = None
-        for seq, at in self._awaiting.items():  # in PUBACK order: stop at the first that is not due
+        for seq, (at, _) in self._awaiting.items():  # in PUBACK order: stop at the first that is not due
             if now - at >= limit:
                 expired.append(seq)
             else:
@@ -520,23 +597,35 @@ class MqttUplink:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def load_archive_keys(config: MqttConfig) -> TrustStore | None:
+    """The archive's public keys from ``archive_keys_file`` (backend mode), or None in broker mode.
+
+    Raises :class:`ConfigError` naming ``mqtt.archive_keys_file`` when the file cannot be read, has a bad line
+    or lists no key: an uplink that could never verify an ack would never delete anything.
+    """
+    if config.ack_mode != "backend":
+        return None
+    path = config.archive_keys_file
+    if path is None:  # the schema refuses this; kept for a config built around it
+        raise ConfigError([ConfigProblem("<config>", None, "mqtt.archive_keys_file",
+                                         "required with ack_mode = \"backend\"")])
+    hint = "put the line printed by 'mine-backend keys archive-public' on the backend into it"
+    try:
+        keys = TrustStore.from_file(Path(path))
+    except AgentError as exc:
+        raise ConfigError([ConfigProblem(str(path), exc.line, "mqtt.archive_keys_file",
+                                         f"{exc.message} ({hint})")]) from exc
+    if len(keys) == 0:
+        raise ConfigError([ConfigProblem(str(path), None, "mqtt.archive_keys_file",
+                                         f"lists no key, so no ack could ever delete a batch ({hint})")])
+    return keys
+
+
 def _status(state: str, clock: Clock, *, publishing: bool, reason: str | None) -> bytes:
     """The retained status document (docs/protocol.md §2): ``publishing`` false with a ``reason`` whenever the
     gateway is not getting its batches stored and out."""
     return json.dumps({"state": state, "ts": int(clock.time() * 1000), "publishing": publishing, "reason": reason},
                       separators=(",", ":")).encode()
-
-
-def _parse_ack(payload: Any) -> list[tuple[int, int]] | None:
-    """``{"acked": [[first, last], ...]}`` -> ranges, or None if it is not that."""
-    try:
-        doc = json.loads(payload)
-        ranges = [(int(a), int(b)) for a, b in doc["acked"]]
-    except (TypeError, ValueError, KeyError):
-        return None
-    if any(a > b or a < 1 for a, b in ranges):
-        return None
-    return ranges
 
 
 class _RangeSet:

@@ -9,8 +9,9 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
   gateway declare lost, what did we refuse, from whom and why" (:meth:`ReceiverStore.report`).
 * :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session), feeds the store and,
   only after the store's commit, acknowledges: the MQTT PUBACK to the broker (manual acknowledgement, so a
-  receiver crash before the commit makes the broker deliver again) and, in end-to-end mode, the ack on
-  ``<prefix>/<gw>/ack`` that lets the gateway delete the batch from its buffer.
+  receiver crash before the commit makes the broker deliver again) and, given the archive key, the signed ack
+  on ``<prefix>/<gw>/ack`` (:mod:`agent.protocol.acks`) that lets the gateway delete the batch from its
+  buffer. An ack names hash-linked runs of batches, so it can only be produced from what the store holds.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
 overtake data batches, and a backlog drained after an outage arrives after live data. When seq ``n`` is
@@ -65,7 +66,7 @@ from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable
 from agent.core.clock import Clock, SystemClock
 from agent.core.errors import AgentError, WireFormatError
-from agent.protocol import wire
+from agent.protocol import acks, wire
 from agent.protocol.mqtt import (
     BrokerAddress,
     BrokerSettings,
@@ -74,6 +75,7 @@ from agent.protocol.mqtt import (
     create_client,
     parse_broker_url,
 )
+from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE, GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
 from backend.registry import KeyRefused, KeyRegistry
 
@@ -869,7 +871,7 @@ class ReceiverStats:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
-    acks_published: int = 0
+    acks_published: int = 0  # signed ack messages
     reconnects: int = 0
     last_error: str | None = None
     by_gateway: dict[str, int] = field(default_factory=dict)
@@ -879,7 +881,9 @@ class Receiver:
     """Subscribe, verify and store, then acknowledge; reconnect with capped backoff until cancelled.
 
     Use ``await receiver.run()``; cancel the task to stop. The store is used from one worker thread so the
-    event loop never waits on an fsync.
+    event loop never waits on an fsync. ``ack_signer`` is the archive key: with it, every batch the store holds
+    (stored now or a duplicate of a stored one) is acknowledged to its gateway in signed acks; without it
+    (gateways in broker mode) nothing is published on the ack topics.
     """
 
     def __init__(
@@ -888,7 +892,7 @@ class Receiver:
         store: ReceiverStore,
         *,
         prefix: str = "mine",
-        ack: bool = True,
+        ack_signer: BatchSigner | None = None,
         client_id: str = "mine-receiver",
         username: str | None = None,
         password: str | None = None,
@@ -897,6 +901,7 @@ class Receiver:
         timeout_s: float = 10.0,
         ack_interval_s: float = 0.1,
         max_frames_per_commit: int = 256,
+        clock: Clock | None = None,
     ) -> None:
         self.address = parse_broker_url(broker_url)
         if tls is not None and not self.address.tls:
@@ -904,7 +909,8 @@ class Receiver:
                              hint="use mqtts://HOST:PORT to connect with TLS")
         self.store = store
         self.prefix = prefix.rstrip("/")
-        self.ack = ack
+        self.ack_signer = ack_signer
+        self.clock: Clock = clock or SystemClock()
         self.client_id = client_id
         self.username = username
         self.password = password
@@ -914,7 +920,8 @@ class Receiver:
         self.ack_interval_s = ack_interval_s
         self.max_frames_per_commit = max_frames_per_commit
         self.stats = ReceiverStats()
-        self._pending_acks: dict[str, set[int]] = {}
+        # gw -> seq -> (hash, prev) of batches the store holds and the gateway has not been told about yet.
+        self._pending_acks: dict[str, dict[int, tuple[bytes, bytes]]] = {}
         self._ack_wakeup = asyncio.Event()
         self.subscribed = asyncio.Event()  # set while subscribed; tests wait on it
 
@@ -958,7 +965,7 @@ class Receiver:
                         outage_logged = False
                         async with TaskGroup() as tg:
                             tg.create_task(self._consume(client, executor), name="receiver.consume")
-                            if self.ack:
+                            if self.ack_signer is not None:
                                 tg.create_task(self._publish_acks(client), name="receiver.acks")
                 except* aiomqtt.MqttError as group:  # connect, subscribe, a lost link or a publish timeout
                     failed = group.exceptions[0]
@@ -999,8 +1006,9 @@ class Receiver:
                 ack_message(client, m)
             for r in results:
                 self._count(r)
-                if self.ack and r.ackable and r.seq is not None:
-                    self._pending_acks.setdefault(r.gw, set()).add(r.seq)
+                if (self.ack_signer is not None and r.ackable and r.seq is not None and r.hash is not None
+                        and r.prev is not None):
+                    self._pending_acks.setdefault(r.gw, {}).setdefault(r.seq, (r.hash, r.prev))
             if self._pending_acks:
                 self._ack_wakeup.set()
 
@@ -1014,7 +1022,10 @@ class Receiver:
         self.stats.by_gateway[r.gw] = self.stats.by_gateway.get(r.gw, 0) + 1
 
     async def _publish_acks(self, client: Any) -> None:
-        """Every ``ack_interval_s`` at most, one ack message per gateway covering what was decided since."""
+        """Every ``ack_interval_s`` at most, signed acks per gateway covering what was decided since: the
+        hash-linked runs of :func:`agent.protocol.acks.linked_ranges`, at most ``MAX_ACK_RANGES`` a message."""
+        signer = self.ack_signer
+        assert signer is not None
         if self._pending_acks:
             self._ack_wakeup.set()  # left over from a connection that failed before publishing them
         while True:
@@ -1024,12 +1035,19 @@ class Receiver:
             pending, self._pending_acks = self._pending_acks, {}
             try:
                 for gw in list(pending):
-                    payload = json.dumps({"acked": coalesce(pending[gw])}, separators=(",", ":"))
-                    await cancellable(client.publish(f"{self.prefix}/{gw}/ack", payload, qos=1, timeout=self.timeout_s))
+                    runs = acks.linked_ranges((seq, h, p) for seq, (h, p) in pending[gw].items())
+                    issued = int(self.clock.time() * 1000)
+                    for i in range(0, len(runs), acks.MAX_ACK_RANGES):
+                        payload = acks.encode_ack(signer, gw=gw, ranges=runs[i:i + acks.MAX_ACK_RANGES],
+                                                  issued=issued)
+                        await cancellable(client.publish(f"{self.prefix}/{gw}/ack", payload, qos=1,
+                                                         timeout=self.timeout_s))
+                        self.stats.acks_published += 1
                     del pending[gw]
-                    self.stats.acks_published += 1
             finally:
                 # Whatever was not confirmed published goes out again on the next connection; an ack sent
-                # twice is harmless, an ack never sent keeps the batch on the gateway forever.
-                for gw, seqs in pending.items():
-                    self._pending_acks.setdefault(gw, set()).update(seqs)
+                # twice is harmless, an ack never sent keeps the batch on the gateway until it sends it again.
+                for gw, held in pending.items():
+                    mine = self._pending_acks.setdefault(gw, {})
+                    for seq, links in held.items():
+                        mine.setdefault(seq, links)

@@ -48,6 +48,7 @@ state_dir = "{root / 'state'}"
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
+ack_mode = "broker"   # no archive in this benchmark: a plain subscriber stands for the backend
 [buffer]
 max_bytes = "1 GiB"
 [pipeline]

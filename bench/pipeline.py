@@ -61,6 +61,7 @@ state_dir = "{root / ('state-raw' if raw else 'state')}"
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
+ack_mode = "broker"   # no archive in this benchmark: a plain subscriber stands for the backend
 max_inflight = 20
 [pipeline]
 window_s = {WINDOW_S}

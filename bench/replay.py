@@ -117,7 +117,9 @@ def drain(path: str, port: int, backlog: int, per_batch: int, live_interval: flo
         q = AsyncDiskQueue(Path(path), max_bytes=64 << 30, frame_tags=wire.frame_tags, sync="normal", min_free_bytes=0)
         await q.open()
         signer = _signer()
-        config = MqttConfig(host="127.0.0.1", port=port, backlog_share=share)
+        # Broker mode: this measures how fast the uplink drains to the broker; the archive's acks are measured
+        # by bench/uplink_ack.py.
+        config = MqttConfig(host="127.0.0.1", port=port, backlog_share=share, ack_mode="broker")
         uplink = MqttUplink(config, GW, q)
         peak = _rss_kb()
         live = 0

@@ -45,7 +45,7 @@ def child(state: Path, port: int, mqtt_port: int, plc_port: int) -> None:
     configure_logging("json", "warning")
     config = AgentConfig.model_validate({
         "gateway": {"id": "gw-bench", "key_file": str(state / "k.pem"), "state_dir": str(state / "state")},
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "ack_mode": "broker"},  # no archive here
         "pipeline": {"window_s": 10, "batch_interval_s": 1.0},
         "health": {"listen": f"127.0.0.1:{port}"},
         "devices": {f"plc{d}": {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": plc_port,

@@ -124,7 +124,12 @@ class TlsConfig(StrictModel):
 class MqttConfig(StrictModel):
     """[mqtt]: the broker that receives the signed batches."""
 
-    model_config = ConfigDict(json_schema_extra={"not": {"required": ["password", "password_file"]}})
+    model_config = ConfigDict(json_schema_extra={
+        "not": {"required": ["password", "password_file"]},
+        # ack_mode absent means "backend", which needs the archive's keys.
+        "if": {"properties": {"ack_mode": {"const": "backend"}}},
+        "then": {"required": ["archive_keys_file"]},
+    })
 
     host: str = Field(min_length=1, description="Broker host name or IP address.")
     port: Port = Field(1883, description="Broker TCP port, 1-65535 (usually 1883, or 8883 with TLS).")
@@ -163,9 +168,17 @@ class MqttConfig(StrictModel):
         "the rest goes to the newest data. Alarms and gap batches always go first.",
     )
     ack_mode: Literal["broker", "backend"] = Field(
-        "broker",
-        description="broker: a batch is deleted after the broker's PUBACK; backend: only after the backend "
-        "acknowledges it on <prefix>/<gateway>/ack (survives a broker that loses messages).",
+        "backend",
+        description="backend (the default): a batch is deleted only when the archive acknowledges it in an ack "
+        "signed by a key of archive_keys_file, so nothing is lost when the broker loses messages; broker: a "
+        "batch is deleted on the broker's PUBACK, and is lost for good if the broker then loses it (a restart "
+        "without persistence, a crash between its saves).",
+    )
+    archive_keys_file: Path | None = Field(
+        None,
+        description="backend mode (required there): the archive's public keys, one 'ed25519:<base64>' line each "
+        "('#' comments), as printed by 'mine-backend keys archive-public'. Only acks signed by one of them "
+        "delete batches. Read at start and on every reload.",
     )
     ack_timeout_s: Seconds = Field(
         60.0, description="backend mode: a published batch not acknowledged within this is sent again."
@@ -183,6 +196,15 @@ class MqttConfig(StrictModel):
         if (self.password is not None or self.password_file is not None) and self.username is None:
             raise ConfigValueError(
                 "a password needs a username", key=("username",), allowed="set mqtt.username too"
+            )
+        if self.ack_mode == "backend" and self.archive_keys_file is None:
+            raise ConfigValueError(
+                "required with ack_mode = \"backend\" (the default): batches are deleted only on acks signed "
+                "by the archive, and this file names its keys",
+                key=("archive_keys_file",),
+                allowed="a file with the line printed by 'mine-backend keys archive-public' on the backend; or "
+                "ack_mode = \"broker\", which deletes batches on the broker's PUBACK and loses them for good "
+                "when the broker loses what it acknowledged",
             )
         return self
 
@@ -313,8 +335,8 @@ class HealthConfig(StrictModel):
     @classmethod
     def _port_in_range(cls, value: str) -> str:
         port = int(value.rpartition(":")[2])
-        if not 1 <= port <= 65535:
-            raise ConfigValueError("port out of range", got=str(port), allowed="1-65535")
+        if not 0 <= port <= 65535:  # 0: the system picks a free port (tests and side-by-side runs)
+            raise ConfigValueError("port out of range", got=str(port), allowed="0-65535")
         return value
 
     @property

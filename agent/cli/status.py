@@ -112,6 +112,10 @@ def render(doc: dict[str, Any], out: TextIO | None = None) -> None:
         print(f"  {state}; published {up.get('published', 0)}, acked {up.get('acked', 0)}, in flight "
               f"{up.get('inflight', 0)}, timeouts {up.get('publish_timeouts', 0)}, reconnects "
               f"{up.get('reconnects', 0)}", file=out)
+        refused = (up.get("bad_backend_acks") or 0, up.get("unverified_acks") or 0)
+        if any(refused):
+            print(f"  acks ignored: {refused[0]} malformed, {refused[1]} unverified (someone else publishes on "
+                  "the ack topic, or archive_keys_file lacks the archive's key)", file=out)
         if up.get("last_error"):
             print(f"  last error: {up['last_error']}", file=out)
     else:

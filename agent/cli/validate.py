@@ -61,6 +61,10 @@ def _validate(path: Path, *, quiet: bool) -> int:
         tags = sum(len(device.tags) for device in config.devices.values())
         devices = len(config.devices)
         print(f"{path}: ok ({_count(devices, 'device')}, {_count(tags, 'tag')})")
+        if config.mqtt.ack_mode == "broker":
+            print(f"{path}: note: mqtt.ack_mode = \"broker\": batches are deleted on the broker's PUBACK, so "
+                  "whatever the broker then loses (a restart without persistence, a crash between its saves) is "
+                  "lost for good; the default \"backend\" mode deletes only on the archive's signed ack")
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 It starts a simulated PLC (methane, CO, oxygen, sump level, fan speed on Modbus TCP), a local MQTT broker
 (Mosquitto when installed, otherwise the embedded amqtt broker), the agent itself with a freshly made
-gateway key, and the reference receiver, which verifies every signature and the hash chain. Every few
+gateway key, and the reference receiver, which verifies every signature and the hash chain and acknowledges
+what it stored in acks signed by a freshly made archive key, whose public line the agent is given: the agent
+runs in the default end-to-end acknowledgement mode and deletes a batch only on that ack. Every few
 seconds it prints the newest window of each tag as the receiver stored it, and the receiver's account of
 batches, duplicates, rejections and missing ranges. Ctrl-C stops everything; the files stay in the demo
 directory for a look (configuration, buffer, receiver database).
@@ -74,7 +76,7 @@ class _EmbeddedBroker:
             await self._broker.shutdown()
 
 
-def _write_config(root: Path, port: int, plc_port: int, window: int) -> Path:
+def _write_config(root: Path, port: int, plc_port: int, window: int, archive_keys: Path) -> Path:
     tags = "\n".join(
         f'[[devices.plc1.tags]]\nname = "{name}"\naddress = {address}\ntype = "{dtype}"\nunit = "{unit}"\n'
         f'{"raw = true" if name == "ch4" else ""}\n'
@@ -93,6 +95,7 @@ port = {port}
 topic_prefix = "mine"
 keepalive_s = 10
 publish_timeout_s = 5
+archive_keys_file = "{archive_keys}"   # the receiver's archive key: its signed acks delete batches
 
 [pipeline]
 window_s = {window}
@@ -138,17 +141,24 @@ def _print_latest(store: ReceiverStore) -> None:
 async def _demo(root: Path, args: argparse.Namespace) -> int:
     keys = root / "keys"
     signer = load_signer(keys / "gateway.key") if (keys / "gateway.key").exists() else generate_key(keys)
+    archive_dir = root / "archive"
+    archive = load_signer(archive_dir / "archive.key") if (archive_dir / "archive.key").exists() \
+        else generate_key(archive_dir, "archive")
+    archive_keys = root / "archive.keys"
+    archive_keys.write_text(f"# the demo receiver's archive key (mine-backend keys archive-public)\n"
+                            f"{archive.public_text}\n")
+
     port = free_port()
     use_mosquitto = args.broker == "mosquitto" or (args.broker == "auto" and mosquitto_binary() is not None)
     broker: Any = Mosquitto(root / "mosquitto", port=port) if use_mosquitto else _EmbeddedBroker(port)
     plc = SimulatedPlc(port=free_port(), registers=16)
-    config_path = _write_config(root, port, plc.port, args.window)
+    config_path = _write_config(root, port, plc.port, args.window, archive_keys)
     config = load_config(config_path)
 
     print(f"demo directory: {root}")
     print(f"broker:         {'Mosquitto' if use_mosquitto else 'embedded (amqtt)'} on 127.0.0.1:{port}")
     print(f"simulated PLC:  Modbus TCP on 127.0.0.1:{plc.port}")
-    print(f"gateway key id: {signer.kid}; configuration: {config_path}")
+    print(f"gateway key id: {signer.kid}; archive key id: {archive.kid}; configuration: {config_path}")
     print("Ctrl-C stops everything.")
 
     if use_mosquitto:
@@ -166,7 +176,8 @@ async def _demo(root: Path, args: argparse.Namespace) -> int:
         store.registry.register(entry_for("gw-demo", signer.public_text, note="demo gateway"),
                                 now_ms=int(store.clock.time() * 1000))
     view = ReceiverStore(root / "receiver.sqlite")
-    receiver = Receiver(f"mqtt://127.0.0.1:{port}", store, client_id="mine-demo-receiver")
+    receiver = Receiver(f"mqtt://127.0.0.1:{port}", store, client_id="mine-demo-receiver",
+                        ack_signer=archive)
     started = loop.time()
     try:
         async with TaskGroup() as tg:

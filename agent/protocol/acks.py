@@ -24,8 +24,9 @@ links it checked (:func:`linked_ranges`). Rejected: one hash per seq (the ack gr
 hash at all (a replayed ack deletes data that never arrived).
 
 :func:`open_ack` checks every value's type and range before using it; a payload that fails any check raises
-:class:`~agent.core.errors.WireFormatError` or :class:`~agent.core.errors.SignatureError` and is counted and
-ignored by the caller, never half-applied.
+:class:`~agent.core.errors.WireFormatError` (malformed) or :class:`~agent.core.errors.SignatureError` (not a
+statement of the archive about this gateway: unknown key, bad signature, or a genuine ack of another gateway
+replayed on this one's topic) and is counted and ignored by the caller, never half-applied.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from typing import Any
 
 import msgpack
 
-from agent.core.errors import WireFormatError
+from agent.core.errors import SignatureError, WireFormatError
 from agent.protocol.signing import BatchSigner, TrustStore
 
 ACK_TYPE = "ack"
@@ -130,8 +131,9 @@ def _str(value: Any, what: str) -> str:
 def open_ack(payload: bytes, trust: TrustStore, *, gateway: str) -> Ack:
     """Parse and verify an ack for ``gateway`` against the archive keys in ``trust``.
 
-    Raises :class:`WireFormatError` for anything malformed, oversized or addressed to another gateway, and
-    :class:`SignatureError` for an unknown key or a signature that does not verify. Never anything else.
+    Raises :class:`WireFormatError` for anything malformed or oversized, and :class:`SignatureError` for an
+    unknown key, a signature that does not verify, or an ack the archive signed for another gateway. Never
+    anything else.
     """
     if not isinstance(payload, bytes | bytearray):
         raise WireFormatError("ack: payload is not bytes")
@@ -163,7 +165,8 @@ def open_ack(payload: bytes, trust: TrustStore, *, gateway: str) -> Ack:
     trust.verify(alg, kid, signed, sig)
     gw = _str(doc.get("gw"), "gw")
     if gw != gateway:
-        raise WireFormatError(f"ack: addressed to gateway {gw!r}, this is {gateway!r}")
+        # Genuinely signed, but not about us: as unauthenticated for this gateway as a forgery.
+        raise SignatureError(f"ack: addressed to gateway {gw!r}, this is {gateway!r}")
     issued = _int(doc.get("issued"), "issued", 0, MAX_SEQ)
     rows = doc.get("ranges")
     if not isinstance(rows, list) or len(rows) > MAX_ACK_RANGES:

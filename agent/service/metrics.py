@@ -170,7 +170,11 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
     for key, help_text in (("published", "Batches published."),
                            ("acked", "Batches acknowledged and removed from the buffer."),
                            ("publish_timeouts", "Publishes without acknowledgement in time (link presumed dead)."),
-                           ("reconnects", "Connections to the broker after the first.")):
+                           ("reconnects", "Connections to the broker after the first."),
+                           ("bad_backend_acks", "Malformed messages on the ack topic, ignored."),
+                           ("unverified_acks", "Acks not verified as the archive's about this gateway's batches "
+                                               "(unknown key, bad signature, other gateway, hash mismatch), "
+                                               "ignored.")):
         m.one(f"mine_agent_uplink_{key}", "counter", help_text, up.get(key))
 
     proc: Mapping[str, Any] = doc.get("process") or {}

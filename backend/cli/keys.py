@@ -1,4 +1,5 @@
-"""``mine-backend keys ACTION``: the gateway keys a receiver accepts, in its database's key registry.
+"""``mine-backend keys ACTION``: the gateway keys a receiver accepts, in its database's key registry, and the
+archive key that signs acknowledgements (its actions live in :mod:`backend.cli.archive_keys`).
 
 Every key belongs to exactly one gateway (docs/protocol.md §4)::
 
@@ -7,6 +8,8 @@ Every key belongs to exactly one gateway (docs/protocol.md §4)::
     mine-backend keys revoke   --kid KID --reason TEXT --db FILE [--at ISO]
     mine-backend keys list     --db FILE [--gateway GW] [--json]
     mine-backend keys import   FILE --db FILE [--gateway GW]
+    mine-backend keys archive-init DIR
+    mine-backend keys archive-public --key DIR/archive.key
 
 The registry is a table of the receiver's database, so a running receiver applies a change at its next frame.
 ``--key`` takes the key line ``mine-agent keys init`` prints, or the ``.pub`` file it wrote.
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from agent.core import command_line
 from agent.core.errors import AgentError
+from backend.cli.archive_keys import ARCHIVE_ACTIONS
 from backend.receiver import ReceiverStore
 from backend.registry import entry_for, format_entry, format_time, parse_time
 
@@ -163,6 +167,7 @@ ACTIONS: command_line.Actions = {
     "list": ("print the registry: gateway, key, validity, revocation and status", _add_list_arguments, _run_list),
     "import": ("add the keys of a registry file (or of a version 1 trust file, with --gateway)",
                _add_import_arguments, _run_import),
+    **ARCHIVE_ACTIONS,
 }
 
 

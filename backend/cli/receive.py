@@ -2,7 +2,7 @@
 
 Modes on one database file::
 
-    mine-backend receive --broker URL --db FILE [--trust FILE] [--prefix P]   run until Ctrl-C / SIGTERM
+    mine-backend receive --broker URL --archive-key FILE --db FILE [--trust FILE] [--prefix P]   run until Ctrl-C
     mine-backend receive --db FILE --report                                 JSON accounting per gateway
     mine-backend receive --db FILE --records [--tag T] [--gateway G] [--limit N]   stored rows, JSON lines
     mine-backend receive --db FILE --reverify [--trust FILE]                retry frames refused for their key
@@ -11,6 +11,9 @@ Modes on one database file::
 The keys a frame may be signed with are the database's key registry (``mine-backend keys``). ``--trust FILE``
 imports a registry file into it first (only adding keys and narrowing, never lifting a revocation), so a
 deployment that starts the receiver with its key file keeps working.
+
+The running receiver signs its acks with ``--archive-key`` (made by ``mine-backend keys archive-init``);
+``--no-ack`` instead publishes none, for gateways that run with ``ack_mode = "broker"``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import structlog
 
 from agent.core.errors import AgentError
 from agent.protocol.mqtt import TlsFiles, read_password
+from agent.protocol.signing import BatchSigner, load_signer
 from backend.receiver import Receiver, ReceiverStore
 from backend.registry import ImportResult, parse_registry
 
@@ -52,8 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="mine", help="topic prefix (default: mine)")
     parser.add_argument("--client-id", default="mine-receiver",
                         help="MQTT client id; the broker keeps this session's queue while we are away")
+    parser.add_argument("--archive-key", type=Path,
+                        help="the archive's private key (mine-backend keys archive-init): signs the acks that "
+                             "let gateways delete what this receiver stored; required unless --no-ack")
     parser.add_argument("--no-ack", action="store_true",
-                        help="publish no end-to-end acks (gateways in broker-PUBACK mode do not need them)")
+                        help="publish no acks (only for gateways in ack_mode = \"broker\")")
     parser.add_argument("--ca", type=Path, help="CA certificate file for mqtts://")
     parser.add_argument("--cert", type=Path, help="client certificate for mutual TLS")
     parser.add_argument("--key", type=Path, help="private key of --cert")
@@ -123,6 +130,7 @@ def main(args: argparse.Namespace) -> int:
         raise AgentError("--cert and --key go together", key="--cert/--key")
     tls = TlsFiles(args.ca, args.cert, args.key) if (args.ca or args.cert) else None
     password = read_password(args.password_file) if args.password_file else None
+    ack_signer = _archive_signer(args)
     with ReceiverStore(args.db) as store:
         if args.trust is not None:
             import_trust(store, args.trust, args.gateway)
@@ -130,13 +138,27 @@ def main(args: argparse.Namespace) -> int:
             raise AgentError("no gateway key is registered, so every batch would be refused", path=str(args.db),
                              hint="register each gateway's key: mine-backend keys register --gateway GW --key "
                                   "'ed25519:...' --db FILE (or give --trust FILE)")
-        receiver = Receiver(args.broker, store, prefix=args.prefix, ack=not args.no_ack,
+        receiver = Receiver(args.broker, store, prefix=args.prefix, ack_signer=ack_signer,
                             client_id=args.client_id, username=args.username, password=password, tls=tls)
         asyncio.run(_run_until_signalled(receiver))
         stats = receiver.stats
     print(json.dumps({"received": stats.received, "stored": stats.stored, "duplicates": stats.duplicates,
                       "rejected": stats.rejected, "acks_published": stats.acks_published}), file=sys.stderr)
     return 0
+
+
+def _archive_signer(args: argparse.Namespace) -> BatchSigner | None:
+    """The archive key that signs acks, or None with ``--no-ack``."""
+    if args.no_ack:
+        if args.archive_key is not None:
+            raise AgentError("--archive-key and --no-ack contradict each other", key="--archive-key",
+                             hint="drop --no-ack to acknowledge to gateways in the default ack_mode")
+        return None
+    if args.archive_key is None:
+        raise AgentError("--archive-key FILE is required to acknowledge batches to gateways", key="--archive-key",
+                         hint="make the key once with 'mine-backend keys archive-init DIR' and pass DIR/archive.key; "
+                              "or --no-ack if every gateway runs with ack_mode = \"broker\"")
+    return load_signer(args.archive_key)
 
 
 async def _run_until_signalled(receiver: Receiver) -> None:

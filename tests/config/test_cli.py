@@ -28,6 +28,19 @@ def test_valid_file_prints_ok_with_counts(capsys: pytest.CaptureFixture[str]) ->
     assert (status, capsys.readouterr().out) == (0, f"{EXAMPLE}: ok (1 device, 3 tags)\n")
 
 
+def test_broker_mode_is_valid_and_its_cost_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file choosing ack_mode = "broker" is valid; validate says what that mode loses."""
+    path = tmp_path / "broker-mode.toml"
+    path.write_text(EXAMPLE.read_text().replace('# ack_mode = "backend"', 'ack_mode = "broker"'))
+
+    status = main(["validate", str(path)])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert (status, lines[0]) == (0, f"{path}: ok (1 device, 3 tags)")
+    assert lines[1].startswith(f"{path}: note: mqtt.ack_mode = \"broker\"")
+    assert "lost for good" in lines[1]
+
+
 def test_invalid_file_prints_every_problem_and_exits_1(
     broken: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -37,7 +50,7 @@ def test_invalid_file_prints_every_problem_and_exits_1(
     out = capsys.readouterr().out
     assert (status, out) == (
         1,
-        f"{broken}:59: devices.hoist-plc.port: out of range (got 70000; allowed: 1-65535)\n",
+        f"{broken}:65: devices.hoist-plc.port: out of range (got 70000; allowed: 1-65535)\n",
     )
 
 

@@ -25,6 +25,7 @@ key_file = "/nonexistent/gateway.key"
 host = "broker.example.net"
 username = "gw-01"
 password = "{SECRET}"
+archive_keys_file = "/nonexistent/archive.keys"
 
 [devices.plc1]
 protocol = "modbus-tcp"
@@ -46,6 +47,27 @@ def test_valid_text_becomes_config_with_defaults() -> None:
         "full",
         Path("/var/lib/mine-agent/buffer.sqlite"),
     )
+    assert config.mqtt.ack_mode == "backend"
+
+
+def test_backend_mode_without_archive_keys_explains_both_choices() -> None:
+    """The default ack mode needs archive_keys_file; the problem names the key, where its line comes from, and
+    what choosing broker mode instead costs."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(VALID.replace('archive_keys_file = "/nonexistent/archive.keys"\n', ""))
+
+    (problem,) = caught.value.problems
+    assert problem.key == "mqtt.archive_keys_file"
+    assert "mine-backend keys archive-public" in problem.message
+    assert 'ack_mode = "broker"' in problem.message
+    assert "loses them" in problem.message
+
+
+def test_broker_mode_needs_no_archive_keys() -> None:
+    """ack_mode = "broker" loads without archive_keys_file."""
+    text = VALID.replace('archive_keys_file = "/nonexistent/archive.keys"', 'ack_mode = "broker"')
+
+    assert parse_config(text).mqtt.archive_keys_file is None
 
 
 def test_problems_name_the_given_path() -> None:
@@ -73,7 +95,7 @@ def test_every_problem_is_reported_with_its_line_and_key() -> None:
 
     assert [(p.line, p.key) for p in caught.value.problems] == [
         (2, "gateway.id"),
-        (16, "devices.plc1.tags[0].address"),
+        (17, "devices.plc1.tags[0].address"),
     ]
 
 
@@ -138,7 +160,7 @@ def test_load_reads_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
 
-    assert str(caught.value).startswith(f"{path}:11: devices.plc1.protocol: unknown protocol (got 'opc'")
+    assert str(caught.value).startswith(f"{path}:12: devices.plc1.protocol: unknown protocol (got 'opc'")
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:

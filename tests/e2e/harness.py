@@ -44,7 +44,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 
 class Gateway:
-    """Keys and a TOML config for one gateway under ``root``."""
+    """Keys and a TOML config for one gateway under ``root``, and the archive key of the receiver that
+    acknowledges to it (``root/archive/archive.key``, as ``mine-backend keys archive-init`` makes it; its
+    public line is the gateway's ``archive_keys_file``, so the default ack mode works)."""
 
     def __init__(self, root: Path, gateway_id: str = "gw-test") -> None:
         self.root = root
@@ -54,6 +56,11 @@ class Gateway:
         self.signer = generate_key(self.keys)
         self.trust_file = root / "trust.pub"
         self.trust_file.write_text(f"{gateway_id} {self.signer.public_text}\n")  # the key registry format
+        self.archive_key = archive_key_path(root)
+        if not self.archive_key.exists():
+            generate_key(self.archive_key.parent, "archive")
+        self.archive_keys_file = root / "archive.keys"
+        self.archive_keys_file.write_text((self.archive_key.parent / "archive.pub").read_text())
         self.config_path = root / "agent.toml"
         self.health_port = free_port()
 
@@ -81,6 +88,7 @@ port = {mqtt_port}
 topic_prefix = "mine"
 keepalive_s = 5
 publish_timeout_s = 3
+archive_keys_file = "{self.archive_keys_file}"
 {mqtt_extra}
 
 [buffer]
@@ -173,9 +181,18 @@ def agent_process(gw: Gateway, log_name: str = "agent.log") -> Process:
                     "--log-format", "json"], gw.root / log_name)
 
 
+def archive_key_path(root: Path) -> Path:
+    """Where the archive key of the test under ``root`` lives (made by :class:`Gateway`)."""
+    return root / "archive" / "archive.key"
+
+
 def receiver_process(root: Path, broker_url: str, trust: Path, *, extra: list[str] | None = None) -> Process:
+    """The receiver, signing its acks with the archive key under ``root`` (``extra`` ``["--no-ack"]`` for
+    gateways in broker mode)."""
+    ack = ["--no-ack"] if "--no-ack" in (extra or []) else ["--archive-key", str(archive_key_path(root))]
+    rest = [a for a in (extra or []) if a != "--no-ack"]
     return Process([sys.executable, "-m", "backend.cli", "receive", "--broker", broker_url, "--trust", str(trust),
-                    "--db", str(root / "receiver.sqlite"), "--prefix", "mine", *(extra or [])],
+                    "--db", str(root / "receiver.sqlite"), "--prefix", "mine", *ack, *rest],
                    root / "receiver.log")
 
 

@@ -57,12 +57,12 @@ def _serve_step(peers: LoopThread, plc: SimulatedPlc, k: int) -> dict[str, Any]:
 def _drain(gw: Gateway, mqtt_port: int, log_name: str = "drain.log", *, refused: int = 0) -> int:
     """Start the agent without devices so it only sends what its buffer holds; wait until the receiver has
     every batch up to the last one stored, then stop it. Returns that last seq. ``refused`` batches stay in
-    the buffer: the receiver never acknowledges a batch it refused.
+    the buffer: the archive never acknowledges a frame it refused, so the gateway keeps it.
 
-    The drain uses end-to-end acknowledgements so that a receiver still re-subscribing after a broker
-    restart cannot make the broker drop what the drain sends: what is checked is the run before it.
+    The drain uses end-to-end acknowledgements (the default) so that a receiver still re-subscribing after a
+    broker restart cannot make the broker drop what the drain sends: what is checked is the run before it.
     """
-    gw.write_config(mqtt_port=mqtt_port, devices="", mqtt_extra='ack_mode = "backend"\nack_timeout_s = 3')
+    gw.write_config(mqtt_port=mqtt_port, devices="", mqtt_extra="ack_timeout_s = 3")
     drain = agent_process(gw, log_name)
     drain.start()
     try:
@@ -177,10 +177,10 @@ def test_broker_down_for_20_s_leaves_no_sequence_gap(
     The test broker keeps no sessions across a restart, like a broker that crashed and lost its state, so
     batches it acknowledges before the receiver has re-subscribed are dropped by the broker. Only the
     end-to-end acknowledgement mode (the agent deletes a batch when the backend confirms it) guarantees no gap
-    against such a broker, so that is the mode under test here.
+    against such a broker, so that is the mode under test here (the default).
     """
     gw, _ = receiver
-    backend_ack = 'ack_mode = "backend"\nack_timeout_s = 5'
+    backend_ack = "ack_timeout_s = 5"
     gw.write_config(mqtt_port=broker.port, devices=modbus_device("plc1", plc.port, TAGS), mqtt_extra=backend_ack)
     agent = agent_process(gw)
     agent.start()

@@ -50,11 +50,13 @@ INSTALL = "sudo systemd/install.sh"
 PLC_PORT = 5020
 
 # The technician's edit of the installed example: broker and device are this gateway's own loopback (the
-# Debian mosquitto allows anonymous clients on loopback, so no username or password file).
+# Debian mosquitto allows anonymous clients on loopback, so no username or password file). No archive runs
+# in this test (it is about the installation and the service), so the gateway runs in broker ack mode.
 EDIT_CONFIG = f"""#!/bin/sh
 set -eu
 sed -i -e 's/^host = "broker.example.net"/host = "127.0.0.1"/' \\
        -e '/^username = /d' -e '/^password_file = /d' \\
+       -e 's/^archive_keys_file = .*/ack_mode = "broker"/' \\
        -e 's/^host = "192.168.10.20"/host = "127.0.0.1"\\nport = {PLC_PORT}/' "$1"
 """
 # For the trust rotation: remote configuration on, with the default trust list in the state directory.

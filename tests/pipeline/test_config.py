@@ -16,6 +16,7 @@ id = "gw1"
 key_file = "/etc/mine-agent/gateway.key"
 [mqtt]
 host = "broker.example.net"
+archive_keys_file = "/etc/mine-agent/archive.keys"
 [devices.gas1]
 protocol = "modbus-tcp"
 host = "127.0.0.1"

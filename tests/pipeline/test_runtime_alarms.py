@@ -30,6 +30,7 @@ state_dir = "{tmp_path / 'state'}"
 [mqtt]
 host = "127.0.0.1"
 port = {free_port()}
+archive_keys_file = "{tmp_path / 'archive.keys'}"
 [buffer]
 max_bytes = "16 MiB"
 [pipeline]
@@ -62,6 +63,7 @@ async def _alarm_batches(agent: Agent, within_s: float) -> list[bytes]:
 
 async def _running(tmp_path: Path, alarm: str, clock: FakeClock) -> tuple[Agent, asyncio.Task[None], TrustStore]:
     signer = generate_key(tmp_path / "keys")
+    (tmp_path / "archive.keys").write_text(generate_key(tmp_path / "archive", "archive").public_text + "\n")
     trust = TrustStore()
     trust.add(signer.public_raw)
     agent = Agent(parse_config(_config(tmp_path, alarm)), clock=clock, signer=signer)

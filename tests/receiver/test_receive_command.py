@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner
+from agent.protocol.signing import BatchSigner, generate_key
 from backend.cli import main
 from backend.receiver import ReceiverStore, parse_broker_url
 from tests.peers.mosquitto import Mosquitto
@@ -109,9 +109,10 @@ async def test_receive_runs_until_sigterm(broker: Mosquitto, tmp_path: Path, sig
                                           trust_file: Path) -> None:
     """The command stores what is published and exits 0 on SIGTERM, with its database consistent."""
     db = tmp_path / "r.sqlite"
+    generate_key(tmp_path / "archive", "archive")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "backend.cli", "receive", "--broker", broker.url, "--trust", str(trust_file),
-        "--db", str(db), "--client-id", "test-cli-receiver",
+        "--archive-key", str(tmp_path / "archive" / "archive.key"), "--db", str(db), "--client-id", "test-cli-receiver",
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
@@ -158,7 +159,7 @@ def test_wildcard_prefix_is_refused(tmp_path: Path, trust_file: Path,
 
 def test_receiving_with_no_registered_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A receiver whose registry is empty would refuse every batch: it says so and how to register keys."""
-    args = ["receive", "--db", str(tmp_path / "r.sqlite"), "--broker", "mqtt://127.0.0.1:1"]
+    args = ["receive", "--db", str(tmp_path / "r.sqlite"), "--broker", "mqtt://127.0.0.1:1", "--no-ack"]
 
     assert main(args) == 1
     assert "keys register" in capsys.readouterr().err

@@ -1,10 +1,10 @@
-"""The Receiver against a real Mosquitto: published frames are stored, then acknowledged end to end."""
+"""The Receiver against a real Mosquitto: published frames are stored, then acknowledged end to end in acks
+signed by the archive key."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import AgentError
-from agent.protocol.signing import BatchSigner
+from agent.protocol import acks
+from agent.protocol.signing import BatchSigner, TrustStore
 from backend.receiver import Receiver, ReceiverStore
 from tests.peers.mosquitto import Mosquitto
 from tests.receiver.chain import Chain, register
@@ -33,6 +34,12 @@ def db(tmp_path: Path, signer: BatchSigner) -> Path:
     with ReceiverStore(path) as store:
         register(store, signer)
     return path
+
+
+@pytest.fixture
+def archive() -> BatchSigner:
+    """The archive key the receiver signs its acks with."""
+    return BatchSigner(Ed25519PrivateKey.generate())
 
 
 @contextlib.asynccontextmanager
@@ -66,37 +73,47 @@ def _report(db: Path, gw: str = "gw-01") -> dict:
         return s.report()["gateways"].get(gw, {})
 
 
-async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
-    """Published frames are stored, and the gateway's ack topic receives ranges covering every seq."""
+async def test_frames_are_stored_then_acked_end_to_end(broker: Mosquitto, signer: BatchSigner, db: Path,
+                                                       archive: BatchSigner) -> None:
+    """Published frames are stored, and the gateway's ack topic receives signed acks whose runs cover every
+    seq and name the hash of each run's last batch."""
     chain = Chain(signer)
-    frames = [chain.data().frame for _ in range(5)]
+    batches = [chain.data() for _ in range(5)]
+    frames = [b.frame for b in batches]
+    archive_keys = TrustStore()
+    archive_keys.add(archive.public_raw)
     acked: set[int] = set()
+    hashes: dict[int, bytes] = {}
     with ReceiverStore(db) as store:
-        receiver = Receiver(broker.url, store, client_id="test-receiver")
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_signer=archive)
         async with (running(receiver),
                     aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
             await watcher.subscribe("mine/gw-01/ack", qos=1)
             await _publish(broker, [("mine/gw-01/batch/data", f) for f in [*frames, frames[0]]])
             async with asyncio.timeout(DEADLINE):
                 async for message in watcher.messages:
-                    for first, last in json.loads(message.payload)["acked"]:
-                        acked.update(range(first, last + 1))
+                    ack = acks.open_ack(bytes(message.payload), archive_keys, gateway="gw-01")  # type: ignore[arg-type]
+                    for r in ack.ranges:
+                        acked.update(range(r.first, r.last + 1))
+                        hashes[r.last] = r.last_hash
                     if acked >= {1, 2, 3, 4, 5}:
                         break
             await _wait_for(lambda: receiver.stats.received == 6, "the duplicate was received")
 
     assert acked == {1, 2, 3, 4, 5}
+    assert all(hashes[seq] == batches[seq - 1].hash for seq in hashes)
     report = _report(db)
     assert (report["batches"], report["duplicates"], report["missing"]) == (5, 1, [])
 
 
 async def test_no_acks_are_published_when_disabled(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
-    """With ack=False (broker-PUBACK mode) frames are stored and nothing is published on the ack topic."""
+    """Without an archive key (gateways in broker mode) frames are stored and nothing is published on the ack
+    topic."""
     frame = Chain(signer).data().frame
     seen: list[bytes] = []
     with ReceiverStore(db) as store:
         # ack_interval_s=0: were acks on, one would go out right after the commit, ahead of the marker below.
-        receiver = Receiver(broker.url, store, client_id="test-receiver", ack=False, ack_interval_s=0)
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_interval_s=0)
         async with (running(receiver),
                     aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
             await watcher.subscribe("mine/+/ack", qos=1)
@@ -176,11 +193,12 @@ async def test_frame_not_committed_is_delivered_again(broker: Mosquitto, signer:
 
 
 async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
-        broker: Mosquitto, tmp_path: Path, signer: BatchSigner, db: Path) -> None:
+        broker: Mosquitto, tmp_path: Path, signer: BatchSigner, db: Path, archive: BatchSigner) -> None:
     """Seqs decided but not yet acknowledged when the link drops are acknowledged on the next connection."""
     with ReceiverStore(db) as store:
         # A long coalescing delay holds the ack back until the broker restart below cuts the connection.
-        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_interval_s=3600)
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_interval_s=3600,
+                            ack_signer=archive)
         async with running(receiver):
             await _publish(broker, [("mine/gw-01/batch/data", Chain(signer).data().frame)])
             await _wait_for(lambda: receiver.stats.stored == 1, "the frame was stored")
@@ -192,7 +210,8 @@ async def test_acks_pending_at_a_disconnect_are_published_after_reconnecting(
     assert receiver.stats.acks_published == 1
 
 
-async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: BatchSigner, db: Path) -> None:
+async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: BatchSigner, db: Path,
+                                                     archive: BatchSigner) -> None:
     """Over a real broker: another gateway's key signing in gw-01's name, and a genuine frame on the wrong kind's
     topic, are refused (counted, recorded) and no ack names their seqs; the genuine frame beside them is acked."""
     other = BatchSigner(Ed25519PrivateKey.generate())
@@ -203,9 +222,11 @@ async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: 
     forger = Chain(other, gw="gw-01")
     forger.seq = 2
     forged = forger.data().frame  # seq 3 in gw-01's name
+    archive_keys = TrustStore()
+    archive_keys.add(archive.public_raw)
     acked: set[int] = set()
     with ReceiverStore(db) as store:
-        receiver = Receiver(broker.url, store, client_id="test-receiver")
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_signer=archive)
         async with (running(receiver),
                     aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher):
             await watcher.subscribe("mine/gw-01/ack", qos=1)
@@ -213,8 +234,9 @@ async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: 
                                     ("mine/gw-01/batch/data", genuine)])
             async with asyncio.timeout(DEADLINE):
                 async for message in watcher.messages:
-                    for first, last in json.loads(message.payload)["acked"]:
-                        acked.update(range(first, last + 1))
+                    ack = acks.open_ack(bytes(message.payload), archive_keys, gateway="gw-01")  # type: ignore[arg-type]
+                    for r in ack.ranges:
+                        acked.update(range(r.first, r.last + 1))
                     if 1 in acked:
                         break
             await _wait_for(lambda: receiver.stats.received == 3, "all three were received")
@@ -222,3 +244,34 @@ async def test_refused_frames_are_never_acknowledged(broker: Mosquitto, signer: 
     assert (acked, receiver.stats.stored, receiver.stats.rejected) == ({1}, 1, 2)
     causes = _report(db)["refusals"]["by_cause"]
     assert causes == {"kind": 1, "wrong_gateway": 1}
+
+
+async def test_acks_are_split_into_messages_of_at_most_max_ack_ranges(
+        broker: Mosquitto, signer: BatchSigner, db: Path, archive: BatchSigner) -> None:
+    """525 batches with a seq missing between each are 525 runs: they go out as one full message of
+    MAX_ACK_RANGES runs and one with the rest, and a refused frame is in none of them."""
+    chain = Chain(signer)
+    batches = [chain.data(rows=1) for _ in range(1050)]
+    sent = [b for b in batches if b.seq % 2 == 1]
+    forged = Chain(BatchSigner(Ed25519PrivateKey.generate())).data().frame  # seq 1, a key nobody registered
+    archive_keys = TrustStore()
+    archive_keys.add(archive.public_raw)
+    messages: list[acks.Ack] = []
+    with ReceiverStore(db) as store:
+        async with running(Receiver(broker.url, store, client_id="test-receiver")):
+            pass  # the broker keeps what is published next for this session
+        await _publish(broker, [("mine/gw-01/batch/data", f) for f in [forged, *(b.frame for b in sent)]])
+        receiver = Receiver(broker.url, store, client_id="test-receiver", ack_signer=archive,
+                            ack_interval_s=2.0, max_frames_per_commit=2048)
+        async with aiomqtt.Client(broker.host, broker.port, identifier="test-ack-watcher") as watcher:
+            await watcher.subscribe("mine/gw-01/ack", qos=1)
+            async with running(receiver), asyncio.timeout(DEADLINE):
+                async for message in watcher.messages:
+                    messages.append(acks.open_ack(bytes(message.payload), archive_keys,  # type: ignore[arg-type]
+                                                  gateway="gw-01"))
+                    if sum(len(m.ranges) for m in messages) >= len(sent):
+                        break
+
+    runs = sorted((r.first, r.last, r.last_hash) for m in messages for r in m.ranges)
+    assert runs == [(b.seq, b.seq, b.hash) for b in sent]
+    assert sorted(len(m.ranges) for m in messages) == [len(sent) - acks.MAX_ACK_RANGES, acks.MAX_ACK_RANGES]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.demo.localbroker import free_port
 from agent.demo.simulator import SimulatedPlc
 from agent.protocol.signing import generate_key
@@ -45,7 +47,8 @@ def test_device_that_cannot_be_reached_is_rolled_back(remote_gw: RemoteGateway) 
 
 
 def test_push_that_breaks_the_uplink_reports_after_rollback(tmp_path: Path, broker: Mosquitto,
-                                                           plcs: list[SimulatedPlc]) -> None:
+                                                           plcs: list[SimulatedPlc],
+                                                           request: pytest.FixtureRequest) -> None:
     """A push pointing MQTT at a dead port (one the local file allows a push to choose) cannot connect its
     uplink; it is rolled back to the working broker, its outcome still arrives, and the batches made meanwhile
     stay in the same buffer and are sent."""
@@ -55,6 +58,10 @@ def test_push_that_breaks_the_uplink_reports_after_rollback(tmp_path: Path, brok
     rg.toml(remote_extra=allowed)
     rg.start()
     try:
+        # Delivered means acknowledged by the archive (the default ack mode): its receiver runs throughout.
+        receiver = receiver_process(rg.gw.root, rg.broker.url, rg.gw.trust_file)
+        receiver.start()
+        request.addfinalizer(receiver.terminate)
         inode, head = rg.buffer_inode(), rg.buffer_head()
         text = rg.toml(mqtt_port=dead, remote_extra=allowed)
         rg.toml(remote_extra=allowed)

@@ -24,7 +24,10 @@ DAY_MS = 86_400_000
 
 def _service(tmp_path: Path) -> tuple[Gateway, ConfigService, FakeClock]:
     gw = Gateway(tmp_path)
-    gw.write_config(mqtt_port=1883, devices=f'[remote_config]\ntrust_file = "{gw.trust_file}"\n'
+    # The operator's trust list (here the gateway's own test key signs the pushes): bare key lines.
+    operator_trust = tmp_path / "operator.trust"
+    operator_trust.write_text(gw.signer.public_text + "\n")
+    gw.write_config(mqtt_port=1883, devices=f'[remote_config]\ntrust_file = "{operator_trust}"\n'
                     "health_window_s = 4\n")
     clock = FakeClock(start=CLOCK_START)
     agent = StandInAgent(load_config(gw.config_path), clock)

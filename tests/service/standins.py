@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 import drivers
 from agent.core.clock import Clock
 from agent.core.errors import BufferStoreError
 from agent.core.sample import Quality, Sample, SampleSink
+from agent.protocol.signing import BatchSigner, TrustStore
 from agent.protocol.wire import GENESIS_HASH
 from agent.runtime import Agent
 from buffer import PreviousRun, QueuedBatch
@@ -132,6 +135,8 @@ class UplinkStats:
     publish_timeouts: int = 0
     reconnects: int = 0
     inflight: int = 0
+    bad_backend_acks: int = 0
+    unverified_acks: int = 0
     last_error: str | None = None
 
 
@@ -139,11 +144,16 @@ class LoopbackUplink:
     """Acknowledges every stored batch at once, as a healthy link would. ``wedge()`` makes it stop making
     progress while staying 'connected'; ``disconnect()`` makes it wait as if in reconnect backoff."""
 
-    def __init__(self, config: Any, gateway_id: str, queue: MemoryQueue, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Any, gateway_id: str, queue: MemoryQueue, *, clock: Clock | None = None,
+                 archive_keys: TrustStore | None = None) -> None:
         self.queue = queue
+        self.archive_keys = archive_keys
         self.stats = UplinkStats()
         self.wedged = False
         self.online = True
+
+    def use_archive_keys(self, keys: TrustStore) -> None:
+        self.archive_keys = keys
 
     def wedge(self) -> None:
         self.wedged = True
@@ -203,8 +213,8 @@ class StandIns:
         return self.queues[-1]
 
     def make_uplink(self, config: MqttConfig, gateway_id: str, queue: MemoryQueue, *,
-                    clock: Clock) -> LoopbackUplink:
-        self.uplinks.append(LoopbackUplink(config, gateway_id, queue, clock=clock))
+                    clock: Clock, archive_keys: TrustStore | None) -> LoopbackUplink:
+        self.uplinks.append(LoopbackUplink(config, gateway_id, queue, clock=clock, archive_keys=archive_keys))
         return self.uplinks[-1]
 
     def make_driver(self, name: str, config: Any, sink: SampleSink, *, clock: Clock) -> SimDriver:
@@ -218,11 +228,19 @@ class StandIns:
                      make_driver=self.make_driver, **kwargs)
 
 
+def archive_keys_file(tmp_path: Path) -> Path:
+    """An archive keys file listing a fresh key: the default ack mode needs one, and the agent reads it."""
+    path = tmp_path / "archive.keys"
+    if not path.exists():
+        path.write_text(BatchSigner(Ed25519PrivateKey.generate()).public_text + "\n")
+    return path
+
+
 def make_config(tmp_path: Path, *, devices: int = 2, tags: int = 3, poll_s: float = 0.2, window_s: int = 1,
                 batch_interval_s: float = 0.2, health_listen: str = "127.0.0.1:0") -> AgentConfig:
     return AgentConfig.model_validate({
         "gateway": {"id": "gw-test", "key_file": str(tmp_path / "unused.pem"), "state_dir": str(tmp_path / "state")},
-        "mqtt": {"host": "127.0.0.1"},
+        "mqtt": {"host": "127.0.0.1", "archive_keys_file": str(archive_keys_file(tmp_path))},
         "pipeline": {"window_s": window_s, "late_grace_s": 0.1, "batch_interval_s": batch_interval_s},
         "health": {"listen": health_listen},
         "devices": {

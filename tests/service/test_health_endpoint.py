@@ -74,6 +74,7 @@ async def test_metrics_parse_with_the_reference_parser(served: tuple[Agent, str]
                  "mine_agent_buffer_backlog_batches", "mine_agent_buffer_backlog_bytes",
                  "mine_agent_buffer_oldest_age_seconds", "mine_agent_uplink_connected", "mine_agent_uplink_published",
                  "mine_agent_uplink_acked", "mine_agent_uplink_publish_timeouts", "mine_agent_uplink_reconnects",
+                 "mine_agent_uplink_bad_backend_acks", "mine_agent_uplink_unverified_acks",
                  "mine_agent_pipeline_late", "mine_agent_pipeline_non_finite", "mine_agent_chain_seq",
                  "process_resident_memory_bytes", "process_cpu_seconds"):
         assert name in families, name

@@ -56,3 +56,20 @@ def test_publishing_and_why_not() -> None:
     assert got["mine_agent_not_publishing"] == [({"reason": "disk_full"}, 1.0)]
     assert got["mine_agent_buffer_undeclared_dropped_batches"] == [({}, 3.0)]
     assert got["mine_agent_buffer_refused"] == [({}, 2.0)]
+
+
+def test_ignored_acks_are_counters_and_show_in_status() -> None:
+    """The uplink's refused acks are counters in the metrics and a line of 'mine-agent status'."""
+    import io
+
+    from agent.cli.status import render
+
+    doc = {"gateway": "gw", "status": "degraded", "uplink": {"connected": True, "bad_backend_acks": 2,
+                                                            "unverified_acks": 5}}
+    got = families(render_metrics(doc))
+    out = io.StringIO()
+    render(doc, out)
+
+    assert got["mine_agent_uplink_bad_backend_acks"] == [({}, 2.0)]
+    assert got["mine_agent_uplink_unverified_acks"] == [({}, 5.0)]
+    assert "acks ignored: 2 malformed, 5 unverified" in out.getvalue()

@@ -1,21 +1,26 @@
 """Test harness for the uplink: a producer of signed chained frames, a subscriber that records what reached
-the broker (and can play the acknowledging backend), and a helper that runs an uplink as a task."""
+the broker (and plays the archive: it acknowledges in acks signed by the archive key, as the receiver does),
+and a helper that runs an uplink as a task. ``mqtt_config`` gives the default ``ack_mode = "backend"`` with
+an archive keys file listing that key."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import json
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.protocol import wire
-from agent.protocol.signing import BatchSigner
+from agent.protocol import acks, wire
+from agent.protocol.signing import BatchSigner, TrustStore
 from agent.uplink import MqttUplink
 from buffer import AsyncDiskQueue, QueuedBatch
 from config.schema import MqttConfig
@@ -24,6 +29,23 @@ GW = "gw1"
 PREFIX = "mine"
 # Generous: the machine is shared by several engineers running tests at once.
 DEADLINE_S = 60.0
+# The archive key the Collector signs its acks with, and the file that lists it for the uplink.
+ARCHIVE = BatchSigner(Ed25519PrivateKey.generate())
+ARCHIVE_KEYS_FILE = Path(tempfile.mkdtemp(prefix="uplink-tests-")) / "archive.keys"
+atexit.register(shutil.rmtree, ARCHIVE_KEYS_FILE.parent, True)
+ARCHIVE_KEYS_FILE.write_text(f"# the test archive\n{ARCHIVE.public_text}\n")
+
+
+def archive_keys() -> TrustStore:
+    keys = TrustStore()
+    keys.add(ARCHIVE.public_raw)
+    return keys
+
+
+def signed_ack(ranges: list[tuple[int, int, bytes]], *, signer: BatchSigner = ARCHIVE, gw: str = GW) -> bytes:
+    """An ack as the archive signs it: runs of (first, last, hash of last)."""
+    return acks.encode_ack(signer, gw=gw, ranges=[acks.AckRange(*r) for r in ranges],
+                           issued=int(time.time() * 1000))
 
 
 async def wait_until(condition: Callable[[], bool], what: str, limit_s: float = DEADLINE_S) -> None:
@@ -64,10 +86,11 @@ class Producer:
 
 class Collector:
     """A plain aiomqtt subscriber on the batch topics that reconnects by itself and records every seq, in
-    arrival order, duplicates included. ``ack=True`` makes it the backend: it acknowledges every batch on
-    the ack topic, as the receiver does after its database commit."""
+    arrival order, duplicates included. It is the archive too (``ack=True``, the default): it acknowledges
+    every batch in an ack signed by ARCHIVE, as the receiver does after its database commit. ``ack=False``
+    is a backend that stays silent (or, for an uplink in broker mode, a plain subscriber)."""
 
-    def __init__(self, port: int, *, ack: bool = False, client_id: str = "collector",
+    def __init__(self, port: int, *, ack: bool = True, client_id: str = "collector",
                  **client_args: Any) -> None:
         self.port = port
         self.client_args = client_args
@@ -107,7 +130,7 @@ class Collector:
                         self.seqs.append(batch.seq)
                         self.topics[batch.seq] = str(message.topic)
                         if self.ack:
-                            ack = json.dumps({"acked": [[batch.seq, batch.seq]]})
+                            ack = signed_ack([(batch.seq, batch.seq, batch.hash)])
                             await client.publish(f"{PREFIX}/{GW}/ack", ack, qos=1, timeout=5)
             except aiomqtt.MqttError:
                 self.connected.clear()
@@ -121,7 +144,8 @@ class Collector:
 
 def mqtt_config(port: int, **overrides: Any) -> MqttConfig:
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": port, "keepalive_s": 5, "publish_timeout_s": 2.0,
-                                "connect_timeout_s": 3.0, "reconnect_max_s": 1.0}
+                                "connect_timeout_s": 3.0, "reconnect_max_s": 1.0,
+                                "archive_keys_file": ARCHIVE_KEYS_FILE}
     settings.update(overrides)
     return MqttConfig(**settings)
 
