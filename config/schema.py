@@ -45,6 +45,7 @@ from agent.core.fields import (
     Seconds,
     StrictModel,
 )
+from agent.protocol.limits import MAX_ROWS_PER_BATCH
 from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
 from drivers.opcua.config import OpcUaDevice
 from drivers.serial.config import SerialDevice
@@ -264,8 +265,8 @@ class PipelineConfig(StrictModel):
         "to wall-clock multiples (e.g. 10, 60, 300, 3600).",
     )
     batch_interval_s: Seconds = Field(1.0, description="How often collected records become a signed batch.")
-    batch_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
-        20000, description="Most records in one batch, 1-1000000; a fuller batch is cut early."
+    batch_max_rows: Annotated[int, Field(ge=1, le=MAX_ROWS_PER_BATCH)] = Field(
+        20000, description="Most records in one batch, 1-200000 (receivers refuse more); a fuller batch is cut early."
     )
     compression: Literal["zstd", "zlib", "none"] = Field(
         "zstd", description="Compression of batch bodies: zstd (best), zlib, or none."
