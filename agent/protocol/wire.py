@@ -1,23 +1,26 @@
-"""The batch wire format (format version 1). docs/protocol.md is the normative text; this is its code.
+"""The batch wire format (format version 2). docs/protocol.md is the normative text; this is its code.
 
 A **frame** is what is published on MQTT and stored in the buffer, byte for byte::
 
-    frame  = msgpack array [ 1, signed: bin, sig: bin ]
+    frame  = msgpack array [ 2, signed: bin, sig: bin ]
     signed = msgpack map {
-        "v":       1,            format version
+        "v":       2,            format version, equal to the frame's
         "gw":      str,          gateway id
         "seq":     uint,         batch sequence, 1, 2, 3, ... per gateway, never repeats, never goes back
         "prev":    bin(32),      SHA-256 of the previous batch's ``signed`` bytes (32 zero bytes for seq 1)
         "created": int,          Unix ms when the batch was made
         "t0":      int,          Unix ms, earliest timestamp covered
-        "t1":      int,          Unix ms, latest timestamp covered
-        "kind":    str,          "data" | "alarm" | "gap"   (which lane it travels in)
+        "t1":      int,          Unix ms, latest timestamp covered (every time in the body is in [t0, t1])
+        "kind":    str,          "data" | "alarm" | "gap" | "catalog"   (which lane it travels in)
+        "cat":     uint,         seq of the tag catalogue in force when the batch was made, 0 for none
         "enc":     str,          body compression: "zstd" | "zlib" | "none"
         "alg":     str,          signature algorithm, "ed25519"
         "kid":     str,          key id: first 16 hex digits of SHA-256 of the raw public key
         "body":    bin           compressed msgpack body, below
     }
     sig    = signature by key ``kid`` with ``alg`` over the exact ``signed`` bytes
+
+Version 1 frames (``[1, ...]``, ``"v": 1``, no ``cat``) are still read: they open with ``cat`` 0.
 
 The batch **hash** is SHA-256(signed). Because ``signed`` contains ``prev``, the batches form a hash chain:
 a batch altered anywhere breaks its own signature; a batch removed leaves a sequence gap and its successor's
@@ -26,8 +29,13 @@ a batch altered anywhere breaks its own signature; a batch removed leaves a sequ
 The **body** (after decompression) is a msgpack map ``{"tags": [str...], "tables": {name: table}}`` where
 each table is ``{"cols": [str...], "rows": [[...]...]}``. A ``tag`` column holds an index into ``tags``
 (the per-batch tag dictionary); columns named ``ts`` or ``start`` hold millisecond offsets from ``t0``.
-The tables and their columns (``win``, ``raw``, ``alarm``, ``gap``) are defined in
-:mod:`agent.protocol.tables`. Receivers must ignore tables and columns they do not know.
+The tables and their columns are defined in :mod:`agent.protocol.tables`. Receivers must ignore tables and
+columns they do not know.
+
+Every decoder here is at a trust boundary: each value is type- and range-checked against
+:mod:`agent.protocol.limits` before it is used or allocated, and refusals are :class:`WireFormatError` with a
+short reason that never quotes the input. Rejected: decoding with msgpack's defaults and checking afterwards,
+which lets one frame allocate gigabytes (``bytes(n)`` of a huge int, millions of rows) before any check runs.
 """
 
 from __future__ import annotations
@@ -82,9 +90,10 @@ from agent.protocol.tables import KINDS, OFFSET_COLUMNS, TABLES, TAG_COLUMN, TAG
 
 _first = operator.itemgetter(0)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The frame format version :func:`encode_frame` writes."""
 VERSIONS = (1, 2)
-"""The frame format versions :func:`open_frame` reads."""
+"""The frame format versions :func:`open_frame` reads (a version 1 frame has no ``cat``)."""
 GENESIS_HASH = bytes(32)
 _MAX_HEADER_KEYS = 32  # a header has 13 keys; room for keys added compatibly
 _ZSTD_STEP = 1024  # compressed bytes fed at a time: a zstd block of 4 bytes can stand for 128 KiB, so one
@@ -404,17 +413,19 @@ def encode_frame(
     kind: str,
     enc: str,
     body: bytes,
+    cat: int = 0,
 ) -> Batch:
-    """Build, sign and pack one frame. Returns the opened form (with ``hash``) so the caller can chain."""
+    """Build, sign and pack one frame (version 2). Returns the opened form (with ``hash``) so the caller can
+    chain. ``cat`` is the seq of the tag catalogue in force (0 while there is none)."""
     header = {
         "v": FORMAT_VERSION, "gw": gw, "seq": seq, "prev": prev, "created": created, "t0": t0, "t1": t1,
-        "kind": kind, "enc": enc, "alg": signer.alg, "kid": signer.kid, "body": body,
+        "kind": kind, "cat": cat, "enc": enc, "alg": signer.alg, "kid": signer.kid, "body": body,
     }
     signed = msgpack.packb(header, use_bin_type=True)
     sig = signer.sign(signed)
     frame = msgpack.packb([FORMAT_VERSION, signed, sig], use_bin_type=True)
     return Batch(frame, signed, sig, hashlib.sha256(signed).digest(), gw, seq, prev, created, t0, t1, kind,
-                 enc, signer.alg, signer.kid, body)
+                 enc, signer.alg, signer.kid, body, cat)
 
 
 def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:

@@ -63,7 +63,7 @@ def render() -> str:
     pos = 0
     row(pos, batch.frame[0:1], "fixarray of 3 elements")
     pos += 1
-    row(pos, batch.frame[1:2], "format version 1")
+    row(pos, batch.frame[1:2], f"format version {batch.frame[1]}")
     pos += 1
     signed_head = msgpack.packb(batch.signed, use_bin_type=True)[: -len(batch.signed)]
     row(pos, signed_head, f"bin, {len(batch.signed)} bytes follow: the signed header")
