@@ -191,10 +191,9 @@ class Batcher:
 
     async def _append(self, kind: str, tables: dict[str, list[Sequence[list[Any]]]]) -> None:
         runs = [(name, rows) for name, parts in tables.items() for rows in parts]
-        # Columns of every table start with (tag, time); windows also carry their length third.
-        t0 = min(min(_column(rows, 1)) for _, rows in runs)
-        t1 = max(max(map(add, _column(rows, 1), _column(rows, 2))) if name == WIN_TABLE else max(_column(rows, 1))
-                 for name, rows in runs)
+        spans = [_span(name, rows) for name, rows in runs]
+        t0 = min(lo for lo, _ in spans)
+        t1 = max(hi for _, hi in spans)
         # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
         tags = list(dict.fromkeys(chain.from_iterable(_column(rows, 0) for _, rows in runs)))
         index = {tag: i for i, tag in enumerate(tags)}
@@ -227,6 +226,24 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += records
         self.stats.bytes += len(batch.frame)
+
+
+_DETECTED = ALARM_COLUMNS.index("detected_ms")
+
+
+def _span(name: str, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+    """The earliest and latest time ``rows`` of table ``name`` cover, which the batch's ``t0`` and ``t1`` must
+    enclose: every row's own time (column 1, after the tag), a window's end (``start + dur_ms``; its other
+    times lie inside the window), an alarm's ``detected_ms`` (the gateway's clock, which may be behind or
+    ahead of a device's timestamps)."""
+    lo = min(_column(rows, 1))
+    if name == WIN_TABLE:
+        return lo, max(map(add, _column(rows, 1), _column(rows, 2)))
+    hi = max(_column(rows, 1))
+    if name == ALARM_TABLE:
+        detected = list(_column(rows, _DETECTED))
+        lo, hi = min(lo, *detected), max(hi, *detected)
+    return lo, hi
 
 
 # Window rows come as lists of lists or as the pipeline's ColumnRows; the exact type test, once per batch,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.clock import Clock, SystemClock
 from agent.core.sample import Poll, Quality, Sample, SampleBlock
-from agent.pipeline.aggregates import WindowStats, window_row
+from agent.pipeline.aggregates import WindowStats, window_quality, window_row
 from agent.pipeline.alarms import AlarmEngine, TagAlarms
 from agent.pipeline.block_windows import BlockWindows
 from agent.pipeline.calculated import Calculation
@@ -397,7 +397,7 @@ class Pipeline:
             tag, start, w_ms, win.count, win.good, win.bad, win.min, win.max, win.mean if n else None,
             win.last, win.uncertain, n, win.twa(start + w_ms), win.std(), win.first,
             win.first_ms if win.first is not None else None, win.last_ms if win.last is not None else None,
-            win.min_ms if n else None, win.max_ms if n else None,
+            win.min_ms if n else None, win.max_ms if n else None, window_quality(n, win.bad),
         ))
         if win.out_of_order:
             self.stats.out_of_order += win.out_of_order

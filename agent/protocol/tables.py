@@ -12,7 +12,8 @@ and columns named ``ts`` or ``start`` (:data:`OFFSET_COLUMNS`) hold milliseconds
 Tables defined in version 1:
 
 ``win``   (:data:`WIN_COLUMNS`) window aggregates, one row per tag per window. The first ten columns are the
-          original ones, unchanged in name and meaning; ``uncertain`` to ``max_ms`` were appended.
+          original ones, unchanged in name and meaning; ``uncertain`` to ``max_ms`` were appended, and
+          ``quality`` (version 2: 0 good, 1 uncertain, 2 bad; the row's value is ``mean``).
 ``raw``   (:data:`RAW_COLUMNS`) samples as read: ``quality`` is 0 good, 1 uncertain, 2 bad.
 ``alarm`` (:data:`ALARM_COLUMNS`) alarm state changes, in batches of kind ``alarm``.
 ``gap``   (:data:`GAP_COLUMNS`) declared loss, in batches of kind ``gap``; its ``tags`` column
@@ -66,7 +67,7 @@ ROW_TIME_COLUMNS = ("ts", "start", "from_ms")
 WIN_TABLE = "win"
 WIN_COLUMNS = [
     "tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last",
-    "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms",
+    "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms", "quality",
 ]
 RAW_TABLE = "raw"
 RAW_COLUMNS = ["tag", "ts", "value", "quality", "reason"]

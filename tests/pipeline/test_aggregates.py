@@ -64,6 +64,8 @@ def _reference(samples: list[Sample], max_quality: int = 0) -> dict[int, dict[st
             "min_ms": min(t for t, v in stat if v == min(values)) if n else None,
             "max_ms": min(t for t, v in stat if v == max(values)) if n else None,
         }
+        # Quality: 2 when nothing entered the statistics, else 1 if any sample was bad, uncertain or not finite.
+        row["quality"] = 2 if not n else 1 if row["bad"] else 0
         # Sample-and-hold timeline: the previous window's last sample holds into this one.
         before = [s for s in samples if start - W <= s.ts_ms < start]
         points: list[tuple[int, float | None]] = []
@@ -126,7 +128,7 @@ def test_rows_match_the_reference(samples: list[Sample], quality: str) -> None:
         ref = expected[row["start"]]
         scale = max([abs(v) for v in (ref["min"], ref["max"]) if v is not None], default=1.0)
         exact = ["count", "good", "bad", "uncertain", "n", "min", "max", "first", "last",
-                 "first_ms", "last_ms", "min_ms", "max_ms"]
+                 "first_ms", "last_ms", "min_ms", "max_ms", "quality"]
         if max_quality:  # good counts good quality; with uncertain in the statistics first/last follow them
             exact.remove("good")
         assert {k: row[k] for k in exact} == {k: ref[k] for k in exact}
@@ -175,6 +177,22 @@ def test_out_of_order_sample_enters_statistics_but_not_twa() -> None:
 
     assert (row["first"], row["first_ms"], row["mean"], row["twa"], pipeline.stats.out_of_order) == (
         8.0, T0 + 1_000, 5.0, 2.0, 1)
+
+
+@pytest.mark.parametrize(("samples", "quality", "mean"), [
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, 3.0)], 0, 2.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, None, Quality.BAD, "timeout")], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, 9.0, Quality.UNCERTAIN)], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, math.inf)], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, None, Quality.BAD, "timeout")], 2, None),
+    ([Sample(TAG, T0 + 1_000, 9.0, Quality.UNCERTAIN)], 2, None),
+], ids=["all good", "one bad", "one uncertain", "one not finite", "only bad", "only uncertain"])
+def test_window_quality_says_how_far_its_value_can_be_trusted(samples: list[Sample], quality: int,
+                                                               mean: float | None) -> None:
+    """quality is 0 good, 1 uncertain (values, but also bad samples), 2 bad (no value: mean, the value, nil)."""
+    (row,) = _rows(samples)
+
+    assert (row["quality"], row["mean"]) == (quality, mean)
 
 
 def test_text_values_are_first_and_last_without_statistics() -> None:
