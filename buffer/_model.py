@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-KINDS = ("data", "alarm", "gap")
+KINDS = ("data", "alarm", "gap", "catalog")
 # Lowest priority first: when space runs out, old window/raw data goes before the declarations of earlier
-# losses, and those before alarms, which a regulator reads first.
+# losses, and those before alarms, which a regulator reads first. A tag catalogue is never evicted: it is
+# small, rare, and every later batch refers to it.
 EVICTION_ORDER = ("data", "gap", "alarm")
 
 FrameTags = Callable[[bytes], Iterable[str]]

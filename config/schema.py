@@ -44,6 +44,8 @@ from agent.core.fields import (
     Port,
     Seconds,
     StrictModel,
+    TagText,
+    check_plausible_range,
 )
 from agent.protocol.limits import MAX_ROWS_PER_BATCH
 from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
@@ -435,6 +437,14 @@ class CalculatedTag(StrictModel):
         60.0, description="An input older than this when the others update makes the result bad."
     )
     unit: str | None = Field(None, description="Unit of the result, for people reading the data.")
+    description: TagText | None = Field(
+        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
+    )
+    location: TagText | None = Field(
+        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
+    )
+    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
+    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every computed sample, not only window aggregates.")
 
     @model_validator(mode="after")
@@ -445,6 +455,7 @@ class CalculatedTag(StrictModel):
                 f"{self.op} takes {wanted} input{'s' if wanted > 1 else ''}", key=("inputs",),
                 got=str(len(self.inputs)), allowed=str(wanted),
             )
+        check_plausible_range(self.low, self.high)
         return self
 
 

@@ -278,7 +278,7 @@ def test_stats_report_backlog_and_totals(store: DiskQueue) -> None:
 
     s = store.stats()
     assert (s.batches, s.by_kind, s.appended, s.acked, s.head_seq) == (
-        2, {"data": 1, "alarm": 1, "gap": 0}, 3, 1, 3)
+        2, {"data": 1, "alarm": 1, "gap": 0, "catalog": 0}, 3, 1, 3)
     assert s.bytes == len(b[0].frame) + len(b[1].frame) + 2 * ROW_OVERHEAD
     assert s.oldest_created_ms == b[0].created_ms
     assert s.oldest_age_ms(b[0].created_ms + 5000) == 5000
