@@ -46,6 +46,7 @@ from agent.pipeline.block_windows import BlockWindows
 from agent.pipeline.calculated import Calculation
 from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.deadband import Deadband
+from agent.protocol.limits import MAX_STRING_CHARS
 
 if TYPE_CHECKING:
     from config.schema import AgentConfig
@@ -294,6 +295,8 @@ class Pipeline:
                     continue
                 if not quality:
                     win.good += 1
+                if kind is str and len(value) > MAX_STRING_CHARS:  # type: ignore[arg-type]  # kind is str
+                    value = value[:MAX_STRING_CHARS]  # type: ignore[index]  # receivers refuse longer strings
                 win.add_text(ts, value)  # strings and the like: counted and kept as first/last
                 continue
             if not quality:
@@ -370,7 +373,7 @@ class Pipeline:
         out = self.take_alarms()
         now_ms = int(self.clock.time() * 1000)
         horizon = now_ms - self.grace_ms  # windows ending at or before this are complete
-        out.raw = self._raw
+        out.raw = _bound_strings(self._raw)
         self._raw = []
         w_ms = self.window_ms
         rows = out.win
@@ -403,6 +406,18 @@ class Pipeline:
             self.stats.out_of_order += win.out_of_order
         if win.hold_ms is not None:
             self._carry[tag] = (start, win.hold_value)
+
+
+def _bound_strings(raw: list[list[Any]]) -> list[list[Any]]:
+    """Raw rows with text values and reasons cut to MAX_STRING_CHARS, in place: a receiver refuses a batch
+    holding a longer string (docs/protocol.md §3.3), and would refuse it every time it is sent again."""
+    for row in raw:
+        value, reason = row[2], row[4]
+        if type(value) is str and len(value) > MAX_STRING_CHARS:
+            row[2] = value[:MAX_STRING_CHARS]
+        if reason is not None and len(reason) > MAX_STRING_CHARS:
+            row[4] = reason[:MAX_STRING_CHARS]
+    return raw
 
 
 def raw_tag_names(config: AgentConfig) -> frozenset[str]:

@@ -216,3 +216,19 @@ def test_late_sample_within_grace_goes_to_its_own_window() -> None:
     (row,) = [dict(zip(WIN_COLUMNS, r, strict=True)) for r in pipeline.collect().win]
 
     assert (row["start"], row["count"], row["last"], pipeline.stats.late) == (T0, 2, 3.0, 0)
+
+
+def test_text_longer_than_receivers_accept_is_cut() -> None:
+    """A text value or a reason longer than MAX_STRING_CHARS is cut to it, in windows and raw rows alike: a
+    receiver refuses a batch holding a longer string, every time it is sent."""
+    from agent.protocol.limits import MAX_STRING_CHARS
+
+    clock = FakeClock(start=T0 / 1000)
+    pipeline = Pipeline(window_s=10, clock=clock, raw_tags=[TAG])
+    pipeline.ingest([Sample(TAG, T0 + 1_000, "x" * 10_000), Sample(TAG, T0 + 2_000, None, Quality.BAD, "y" * 9_000)])
+    clock._now = 60
+    out = pipeline.collect()
+    (row,) = [dict(zip(WIN_COLUMNS, r, strict=True)) for r in out.win]
+
+    assert len(row["last"]) == MAX_STRING_CHARS
+    assert [(len(r[2] or ""), len(r[4] or "")) for r in out.raw] == [(MAX_STRING_CHARS, 0), (0, MAX_STRING_CHARS)]
