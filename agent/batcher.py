@@ -227,12 +227,13 @@ class Batcher:
 
     async def _store_catalog(self, rows: list[list[Any]], digest: str) -> None:
         """Store the catalogue as a batch of kind ``catalog`` (tag names through the batch's dictionary, as in
-        every table); it covers no time, so ``t0 = t1 =`` now. Then remember it (seq, digest) on disk."""
+        every table); it covers no time, so ``t0 = t1 =`` now, and holds no records (rows of data: the buffer's
+        and the statistics' count). Then remember it (seq, digest) on disk."""
         now = int(self.clock.time() * 1000)
         tags = [row[0] for row in rows]
         table = wire.Table(CATALOG_COLUMNS, [[i, *row[1:]] for i, row in enumerate(rows)])
         body = wire.encode_body(tags, {CATALOG_TABLE: table}, now, self.compression)
-        await self._store("catalog", body, now, now, len(rows))
+        await self._store("catalog", body, now, now, 0)
         self.cat, self._cat_digest, self._cat_pending = self._seq, digest, None
         self.stats.catalog_batches += 1
         log.info("batcher_catalog_stored", seq=self._seq, tags=len(rows))
