@@ -120,6 +120,10 @@ class Batcher:
     async def open(self) -> None:
         self._seq, self._prev = await self.queue.chain_head()
         self.cat, self._cat_digest = _read_catalog_state(self.catalog_state, self._seq)
+        # A catalogue batch the buffer lost before delivery (a damaged or truncated store) never reaches a
+        # backend: send the catalogue again rather than name a batch that will only be declared lost.
+        if self.cat and any(d.first_seq <= self.cat <= d.last_seq for d in await self.queue.pending_drops()):
+            self.cat, self._cat_digest = 0, None
 
     def set_catalog(self, rows: list[list[Any]]) -> None:
         """Make ``rows`` (:func:`catalog_rows`) the tag catalogue. If it differs from the one in force, it is

@@ -177,6 +177,29 @@ async def test_catalogue_is_sent_again_when_the_buffer_chain_is_behind_it(tmp_pa
                                                          (4, "data", 3)]
 
 
+async def test_catalogue_is_sent_again_when_the_buffer_lost_its_batch(tmp_path: Path) -> None:
+    """A buffer that lost the catalogue batch before it was delivered (here: the store file is gone, its chain
+    head survives) declares the loss, and the catalogue is sent again instead of being named as lost."""
+    signer = generate_key(tmp_path / "keys")
+    rows: list[list[Any]] = catalog_rows(parse_config(_config(tmp_path)))
+    q, b = await _batcher(tmp_path, signer)
+    try:
+        b.set_catalog(rows)
+        await b.submit(_raw(1))
+    finally:
+        await q.close()
+    (tmp_path / "buffer.sqlite").unlink()
+    q, b = await _batcher(tmp_path, signer)
+    try:
+        b.set_catalog(rows)
+        await b.submit(_raw(2), final=True)
+        stored = await _all(q)
+    finally:
+        await q.close()
+
+    assert [(x.seq, x.kind, x.cat) for x in stored] == [(3, "gap", 0), (4, "catalog", 0), (5, "data", 4)]
+
+
 async def test_the_running_agent_sends_its_catalogue_and_a_changed_one_after_a_reload(tmp_path: Path) -> None:
     """Start: a catalog batch before anything else; a reload that changes a unit: a new one."""
     clock = FakeClock()
