@@ -11,6 +11,13 @@ Rows are packed in the column orders of :mod:`agent.protocol.tables`, with the p
 millisecond offsets from ``t0`` described in :mod:`agent.protocol.wire`. A batch never holds more than
 ``max_rows`` rows; a flush with more rows makes several.
 
+The **tag catalogue** (each tag's unit, type, description, scaling, plausible range and location, table
+``catalog``) travels as a signed batch of kind ``catalog``, made whenever the catalogue differs from the one
+last committed: at start (the last one's digest and seq are kept in a small file in the state directory) and
+after a reload that changes it. Every batch's header ``cat`` names the seq of the catalogue in force, so a
+backend reads units from the gateway instead of its own files. Rejected: catalogue fields in every batch
+(most bodies would repeat them, and a backend would still not know when they changed).
+
 Batches evicted from the buffer by its cap come back from ``pending_drops()`` and are declared in a signed
 ``gap`` batch appended in the same transaction that clears them, so the receiver can tell declared loss
 from missing data. Declarations are made at most every ``declare_interval_s`` (and on the final flush):
@@ -35,14 +42,19 @@ way once the buffer accepts a gap batch again: one ``outage`` row per reason (th
 
 from __future__ import annotations
 
-__all__ = ["Batcher", "BatcherStats"]
+__all__ = ["Batcher", "BatcherStats", "catalog_rows"]
 
+import hashlib
+import json
+import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import add, itemgetter, sub
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import structlog
 
 from agent.core.clock import Clock, SystemClock
@@ -50,10 +62,13 @@ from agent.core.errors import BufferFull, BufferStoreError
 from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
+from agent.protocol.limits import MAX_SEQ, MAX_STRING_CHARS
 from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import (
     ALARM_COLUMNS,
     ALARM_TABLE,
+    CATALOG_COLUMNS,
+    CATALOG_TABLE,
     GAP_COLUMNS,
     GAP_TABLE,
     OUTAGE_COLUMNS,
@@ -66,6 +81,7 @@ from agent.protocol.tables import (
 
 if TYPE_CHECKING:
     from buffer import AsyncDiskQueue
+    from config.schema import AgentConfig
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +95,7 @@ class BatcherStats:
     rows: int = 0
     bytes: int = 0
     gap_batches: int = 0
+    catalog_batches: int = 0
     append_failures: int = 0
     rows_dropped_unbuffered: int = 0  # rows discarded because the buffer refused appends for too long
     declarations_postponed: int = 0  # declarations left pending: an earlier gap batch waits, the buffer drops
@@ -97,6 +114,7 @@ class Batcher:
         declare_interval_s: float = 60.0,
         max_pending_rows: int = _MAX_PENDING_ROWS,
         outage_tags: Collection[str] = (),
+        catalog_state: Path | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.gateway_id = gateway_id
@@ -119,6 +137,11 @@ class Batcher:
         # Rows discarded unbuffered, not yet declared: reason -> [from_ms, to_ms, tags].
         self._discarded: dict[str, list[Any]] = {}
         self._failing = False  # appends are failing: logged once, not on every flush
+        # The tag catalogue: the seq and digest of the one in force, and one waiting to be stored (set_catalog).
+        self.catalog_state = catalog_state
+        self.cat = 0
+        self._cat_digest: str | None = None
+        self._cat_pending: tuple[list[list[Any]], str] | None = None
 
     async def open(self) -> None:
         self._seq, self._prev = await self.queue.chain_head()
@@ -127,6 +150,21 @@ class Batcher:
             self._outage_from = previous.last_t1_ms
             log.warning("batcher_unclean_stop", seq=self._seq, from_ms=previous.last_t1_ms,
                         error="the previous run did not stop cleanly; its unbatched samples are declared lost")
+        self.cat, self._cat_digest = _read_catalog_state(self.catalog_state, self._seq)
+        # A catalogue batch the buffer lost before delivery (a damaged or truncated store) never reaches a
+        # backend: send the catalogue again rather than name a batch that will only be declared lost.
+        if self.cat and any(d.first_seq <= self.cat <= d.last_seq for d in await self.queue.pending_drops()):
+            self.cat, self._cat_digest = 0, None
+
+    def set_catalog(self, rows: list[list[Any]]) -> None:
+        """Make ``rows`` (:func:`catalog_rows`) the tag catalogue. If it differs from the one in force, it is
+        stored as a ``catalog`` batch by the next flush, ahead of any rows, and names itself in the ``cat`` of
+        every later batch."""
+        digest = _catalog_digest(rows)
+        if digest == self._cat_digest:
+            self._cat_pending = None
+        else:
+            self._cat_pending = (rows, digest)
 
     @property
     def head(self) -> tuple[int, bytes]:
@@ -158,6 +196,8 @@ class Batcher:
             if self._outage_from is not None or self._discarded or final or now >= self._next_declare:
                 self._next_declare = now + self.declare_interval_s
                 await self._declare_drops()
+            if self._cat_pending is not None:
+                await self._store_catalog(*self._cat_pending)
             while self._pending:
                 kind = self._pending[0][0]
                 tables: dict[str, list[Sequence[list[Any]]]] = {}  # per table, its runs of rows in order
@@ -278,12 +318,25 @@ class Batcher:
             return False
         return (await self.queue.stats()).by_kind.get("gap", 0) > 0
 
+    async def _store_catalog(self, rows: list[list[Any]], digest: str) -> None:
+        """Store the catalogue as a batch of kind ``catalog`` (tag names through the batch's dictionary, as in
+        every table); it covers no time, so ``t0 = t1 =`` now, and holds no records (rows of data: the buffer's
+        and the statistics' count). Then remember it (seq, digest) on disk."""
+        now = int(self.clock.time() * 1000)
+        tags = [row[0] for row in rows]
+        table = wire.Table(CATALOG_COLUMNS, [[i, *row[1:]] for i, row in enumerate(rows)])
+        body = wire.encode_body(tags, {CATALOG_TABLE: table}, now, self.compression)
+        await self._store("catalog", body, now, now, 0)
+        self.cat, self._cat_digest, self._cat_pending = self._seq, digest, None
+        self.stats.catalog_batches += 1
+        log.info("batcher_catalog_stored", seq=self._seq, tags=len(rows))
+        _write_catalog_state(self.catalog_state, self._seq, digest)
+
     async def _append(self, kind: str, tables: dict[str, list[Sequence[list[Any]]]]) -> None:
         runs = [(name, rows) for name, parts in tables.items() for rows in parts]
-        # Columns of every table start with (tag, time); windows also carry their length third.
-        t0 = min(min(_column(rows, 1)) for _, rows in runs)
-        t1 = max(max(map(add, _column(rows, 1), _column(rows, 2))) if name == WIN_TABLE else max(_column(rows, 1))
-                 for name, rows in runs)
+        spans = [_span(name, rows) for name, rows in runs]
+        t0 = min(lo for lo, _ in spans)
+        t1 = max(hi for _, hi in spans)
         # The per-batch tag dictionary, built with C-level dict operations rather than a per-row branch.
         tags = list(dict.fromkeys(chain.from_iterable(_column(rows, 0) for _, rows in runs)))
         index = {tag: i for i, tag in enumerate(tags)}
@@ -306,7 +359,7 @@ class Batcher:
         seq = self._seq + 1
         created = int(self.clock.time() * 1000)
         batch = wire.encode_frame(self.signer, gw=self.gateway_id, seq=seq, prev=self._prev, created=created,
-                                  t0=t0, t1=t1, kind=kind, enc=self.compression, body=body)
+                                  t0=t0, t1=t1, kind=kind, enc=self.compression, body=body, cat=self.cat)
         await self.queue.append(
             QueuedBatch(seq=seq, kind=kind, created_ms=created, t0_ms=t0, t1_ms=t1, records=records,
                         hash=batch.hash, frame=batch.frame),
@@ -316,6 +369,86 @@ class Batcher:
         self.stats.batches += 1
         self.stats.rows += records
         self.stats.bytes += len(batch.frame)
+
+
+_DETECTED = ALARM_COLUMNS.index("detected_ms")
+
+
+def catalog_rows(config: AgentConfig) -> list[list[Any]]:
+    """The tag catalogue of ``config``, one row per tag in :data:`CATALOG_COLUMNS` order with the full tag name
+    first, sorted by name (so equal catalogues have equal digests). ``type`` is the data type a driver
+    decodes (Modbus), ``scale``/``offset`` the configured ``raw * scale + offset`` (Modbus, serial); nil where
+    a driver has no such setting (OPC UA servers report their own types and units, calculated tags are
+    defined by their operation)."""
+    rows = []
+    for device, dev in config.devices.items():
+        for tag in dev.tags:
+            rows.append([f"{device}.{tag.name}", _text(tag.unit), getattr(tag, "type", None), tag.description,
+                         getattr(tag, "scale", None), getattr(tag, "offset", None), tag.low, tag.high,
+                         tag.location])
+    for calc in config.calculated:
+        rows.append([f"calc.{calc.name}", _text(calc.unit), None, calc.description, None, None, calc.low,
+                     calc.high, calc.location])
+    rows.sort(key=itemgetter(0))
+    return rows
+
+
+def _text(value: str | None) -> str | None:
+    return value[:MAX_STRING_CHARS] if value is not None else None  # receivers refuse longer strings
+
+
+def _catalog_digest(rows: list[list[Any]]) -> str:
+    return hashlib.sha256(msgpack.packb(rows, use_bin_type=True)).hexdigest()
+
+
+def _read_catalog_state(path: Path | None, head: int) -> tuple[int, str | None]:
+    """The catalogue in force from ``path`` as ``(seq, digest)``, or ``(0, None)`` when there is none to trust:
+    no file, an unreadable one, or a seq this buffer's chain has not reached (a buffer replaced or reset), in
+    which case the catalogue is sent again."""
+    if path is None:
+        return 0, None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        seq, digest = state["seq"], state["digest"]
+    except FileNotFoundError:
+        return 0, None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("batcher_catalog_state_unreadable", path=str(path), error=str(exc))
+        return 0, None
+    if type(seq) is not int or not 1 <= seq <= min(head, MAX_SEQ) or not isinstance(digest, str):
+        return 0, None
+    return seq, digest
+
+
+def _write_catalog_state(path: Path | None, seq: int, digest: str) -> None:
+    """Remember the catalogue just committed, atomically (temp file, fsync, rename). A failure is logged and
+    costs only a repeated catalogue batch at the next start."""
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump({"seq": seq, "digest": digest}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("batcher_catalog_state_unwritable", path=str(path), seq=seq, error=str(exc))
+
+
+def _span(name: str, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+    """The earliest and latest time ``rows`` of table ``name`` cover, which the batch's ``t0`` and ``t1`` must
+    enclose: every row's own time (column 1, after the tag), a window's end (``start + dur_ms``; its other
+    times lie inside the window), an alarm's ``detected_ms`` (the gateway's clock, which may be behind or
+    ahead of a device's timestamps)."""
+    lo = min(_column(rows, 1))
+    if name == WIN_TABLE:
+        return lo, max(map(add, _column(rows, 1), _column(rows, 2)))
+    hi = max(_column(rows, 1))
+    if name == ALARM_TABLE:
+        detected = list(_column(rows, _DETECTED))
+        lo, hi = min(lo, *detected), max(hi, *detected)
+    return lo, hi
 
 
 # Window rows come as lists of lists or as the pipeline's ColumnRows; the exact type test, once per batch,

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from agent.batcher import Batcher
+from agent.batcher import Batcher, catalog_rows
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, stop_task
 from agent.core.clock import Clock, SystemClock
@@ -195,7 +195,7 @@ class Agent:
             # The tags configured when the agent starts are the ones an unclean stop kept from being collected.
             self.batcher = Batcher(cfg.gateway.id, signer, self.queue, compression=cfg.pipeline.compression,
                                    max_rows=cfg.pipeline.batch_max_rows, outage_tags=configured_tags(cfg),
-                                   clock=self.clock)
+                                   catalog_state=cfg.gateway.state_dir / "catalog.json", clock=self.clock)
             await self.batcher.open()
             async with TaskGroup() as tg:
                 self._tg = tg
@@ -274,6 +274,8 @@ class Agent:
                     self.batcher.max_rows = new.pipeline.batch_max_rows
                 if old is not None:
                     result.restarted.append("pipeline")
+            if self.batcher is not None:
+                self.batcher.set_catalog(catalog_rows(new))  # stored by the next flush if it changed
             if self._flush_task is None or self._flush_task.done() or (
                 old is not None and old.pipeline.batch_interval_s != new.pipeline.batch_interval_s
             ):

@@ -36,7 +36,7 @@ Why it is built this way (MQTT 3.1.1 §4.3.2 QoS 1; aiomqtt 2.5 / paho 2.2, see 
 
 Lanes (the replay order after an outage). Every free publish slot is filled by, in order:
 
-1. **urgent**: ``alarm`` and ``gap`` batches, oldest first. They are few and a regulator reads them first.
+1. **urgent**: ``alarm``, ``gap`` and ``catalog`` batches, oldest first. They are few and a regulator reads them first.
 2. **live** and **backlog** share the rest: live takes ``data`` batches newest first, backlog takes whatever
    is oldest. While both have candidates, a credit counter gives the backlog ``backlog_share`` of the slots
    (0.5 alternates). So fresh readings stay fresh while a day of backlog drains behind them, and the
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LANES = ("urgent", "live", "backlog")
-URGENT_KINDS = ("alarm", "gap")
+URGENT_KINDS = ("alarm", "gap", "catalog")
 LIVE_KINDS = ("data",)
 # A buffer call that takes this long means the store is wedged, not slow: log it and try again.
 BUFFER_TIMEOUT_S = 30.0

@@ -81,7 +81,7 @@ def prefill(root: Path, signer: BatchSigner, batches: int) -> None:
         seq, prev = queue.chain_head()
         t0 = int(time.time() * 1000) - batches * 1000
         body = wire.encode_body(["old.t"], {"win": wire.Table(WIN_COLUMNS, [[0, 0, 1000, 1, 1, 0, 1.0, 1.0, 1.0, 1.0,
-                                                                           0, 1, 1.0, 0.0, 1.0, t0, t0, t0, t0]])},
+                                                                           0, 1, 1.0, 0.0, 1.0, t0, t0, t0, t0, 0]])},
                                 t0, "zstd")
         for k in range(batches):
             seq += 1

@@ -47,7 +47,10 @@ from agent.core.fields import (
     Port,
     Seconds,
     StrictModel,
+    TagText,
+    check_plausible_range,
 )
+from agent.protocol.limits import MAX_ROWS_PER_BATCH
 from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
 from drivers.opcua.config import OpcUaDevice
 from drivers.serial.config import SerialDevice
@@ -292,8 +295,8 @@ class PipelineConfig(StrictModel):
         "to wall-clock multiples (e.g. 10, 60, 300, 3600).",
     )
     batch_interval_s: Seconds = Field(1.0, description="How often collected records become a signed batch.")
-    batch_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
-        20000, description="Most records in one batch, 1-1000000; a fuller batch is cut early."
+    batch_max_rows: Annotated[int, Field(ge=1, le=MAX_ROWS_PER_BATCH)] = Field(
+        20000, description="Most records in one batch, 1-200000 (receivers refuse more); a fuller batch is cut early."
     )
     compression: Literal["zstd", "zlib", "none"] = Field(
         "zstd", description="Compression of batch bodies: zstd (best), zlib, or none."
@@ -517,6 +520,14 @@ class CalculatedTag(StrictModel):
         60.0, description="An input older than this when the others update makes the result bad."
     )
     unit: str | None = Field(None, description="Unit of the result, for people reading the data.")
+    description: TagText | None = Field(
+        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
+    )
+    location: TagText | None = Field(
+        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
+    )
+    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
+    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every computed sample, not only window aggregates.")
 
     @model_validator(mode="after")
@@ -527,6 +538,7 @@ class CalculatedTag(StrictModel):
                 f"{self.op} takes {wanted} input{'s' if wanted > 1 else ''}", key=("inputs",),
                 got=str(len(self.inputs)), allowed=str(wanted),
             )
+        check_plausible_range(self.low, self.high)
         return self
 
 

@@ -99,3 +99,48 @@ def test_streamed_rows_must_match_their_announced_count(given: int) -> None:
 
     with pytest.raises(ValueError, match=f"{given} rows, 3 announced"):
         wire.encode_body_rows(["a"], {"raw": (["tag", "ts"], 3, iter(rows))})
+
+
+# The version 1 example frame of the protocol document as it was published (gw-01, seq 1, the example key of
+# tests/receiver/protocol_example.py): a gateway not yet upgraded still sends exactly such frames.
+V1_FRAME = bytes.fromhex(
+    "93 01 c5 01 25 8c a1 76 01 a2 67 77 a5 67 77 2d 30 31 a3 73 65 71 01 a4 70 72 65 76 c4 20 00 00"
+    "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 a7 63"
+    "72 65 61 74 65 64 cf 00 00 01 8b cf e5 90 0a a2 74 30 cf 00 00 01 8b cf e5 68 00 a2 74 31 cf 00"
+    "00 01 8b cf e5 8f 10 a4 6b 69 6e 64 a4 64 61 74 61 a3 65 6e 63 a4 6e 6f 6e 65 a3 61 6c 67 a7 65"
+    "64 32 35 35 31 39 a3 6b 69 64 b0 35 36 34 37 35 61 61 37 35 34 36 33 34 37 34 63 a4 62 6f 64 79"
+    "c4 88 82 a4 74 61 67 73 91 a8 70 6c 63 31 2e 63 68 34 a6 74 61 62 6c 65 73 81 a3 77 69 6e 82 a4"
+    "63 6f 6c 73 9a a3 74 61 67 a5 73 74 61 72 74 a6 64 75 72 5f 6d 73 a5 63 6f 75 6e 74 a4 67 6f 6f"
+    "64 a3 62 61 64 a3 6d 69 6e a3 6d 61 78 a4 6d 65 61 6e a4 6c 61 73 74 a4 72 6f 77 73 91 9a 00 00"
+    "cd 27 10 0a 0a 00 cb 3f d9 99 99 99 99 99 9a cb 3f e0 00 00 00 00 00 00 cb 3f dc cc cc cc cc cc"
+    "cd cb 3f e0 00 00 00 00 00 00 c4 40 4e 55 fe 81 49 b7 01 e0 41 b8 3a 0c 22 09 ef 82 b8 57 27 5f"
+    "1a 95 ba 70 28 de 81 a4 ca f5 68 d9 8b 52 0d 9f 23 1a bd a4 77 f0 36 e7 5c 80 c7 5e 12 a6 52 e3"
+    "db 24 76 d1 50 e2 58 95 f8 0b 73 07"
+)
+V1_HASH = "f461c11541f42e7692ddd6c2ebb8c9986bae343e2d68bd705ef240381bc18ea7"
+
+
+def test_version_1_frames_still_open_verify_and_decode() -> None:
+    """A v1 frame opens with cat 0, verifies with its key, keeps its hash and decodes its (quality-less) row."""
+    from tests.receiver.protocol_example import example_signer
+
+    trust = TrustStore()
+    trust.add(example_signer().public_raw)
+    batch = wire.verify_frame(V1_FRAME, trust)
+
+    assert (batch.gw, batch.seq, batch.cat, batch.kind, batch.hash.hex()) == ("gw-01", 1, 0, "data", V1_HASH)
+    win = wire.decode_body(batch).tables["win"]
+    assert "quality" not in win.cols
+    assert win.rows == [["plc1.ch4", 1_700_000_000_000, 10_000, 10, 10, 0, 0.4, 0.5, 0.45, 0.5]]
+
+
+def test_frames_are_written_as_version_2_with_their_catalogue(signer: BatchSigner) -> None:
+    """encode_frame writes [2, ...] with header v 2 and the given cat; open_frame reads the cat back."""
+    body = wire.encode_body([], {}, 0, "none")
+    batch = wire.encode_frame(signer, gw="gw-01", seq=9, prev=bytes(32), created=5, t0=1, t1=2, kind="data",
+                              enc="none", body=body, cat=4)
+    opened = wire.open_frame(batch.frame)
+
+    assert batch.frame[:2] == bytes([0x93, 2])
+    assert (opened.cat, opened.seq) == (4, 9)
+    assert opened == batch

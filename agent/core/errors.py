@@ -19,6 +19,7 @@ __all__ = [
     "RemoteConfigError",
     "SignatureError",
     "UplinkError",
+    "WireBoundsError",
     "WireFormatError",
 ]
 
@@ -129,6 +130,11 @@ class UplinkError(AgentError):
 
 class WireFormatError(AgentError):
     """A frame is not a well-formed batch of this protocol (see docs/protocol.md)."""
+
+
+class WireBoundsError(WireFormatError):
+    """A frame is well-formed so far but exceeds a bound of the protocol (agent/protocol/limits.py): too big,
+    too many rows, a value out of range. Separate so a receiver can account it as such without reading text."""
 
 
 class SignatureError(AgentError):

@@ -25,6 +25,8 @@ __all__ = [
     "Port",
     "Seconds",
     "StrictModel",
+    "TagText",
+    "check_plausible_range",
 ]
 
 from collections.abc import Sequence
@@ -105,4 +107,12 @@ class LocalDevice:
 #: A device node such as ``/dev/ttyUSB0``: text (pyserial also takes URLs), marked :class:`LocalDevice`.
 DevicePath = Annotated[str, Field(min_length=1), LocalDevice()]
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535.")]
+TagText = Annotated[str, Field(min_length=1, max_length=1024, description="Text of 1 to 1024 characters.")]
+"""A tag's description or location: sent to the backend in the tag catalogue, so bounded."""
 Seconds = Annotated[float, Field(gt=0, le=86400, description="Seconds, more than 0 and at most 86400.")]
+
+
+def check_plausible_range(low: float | None, high: float | None) -> None:
+    """A tag's plausible range (``low``/``high``, each optional) must not be empty."""
+    if low is not None and high is not None and low > high:
+        raise ConfigValueError("low is above high", key=("low",), got=f"{low:g} > {high:g}", allowed="low <= high")

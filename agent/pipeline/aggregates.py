@@ -9,7 +9,9 @@ What a row holds (docs/protocol.md, table ``win``), for the samples of one tag w
   of good and uncertain quality when ``pipeline.statistics_quality = "good_and_uncertain"``:
   ``n``, ``min``/``max`` with the timestamps ``min_ms``/``max_ms`` of their first occurrence, ``mean``,
   ``std`` (population standard deviation, ``sqrt(sum((x - mean)^2) / n)``), ``first``/``last`` (by timestamp)
-  with ``first_ms``/``last_ms``, and ``twa``.
+  with ``first_ms``/``last_ms``, and ``twa``;
+* ``quality`` (:func:`window_quality`): 0 good (``n > 0``, ``bad == 0``), 1 uncertain (``n > 0``, ``bad > 0``),
+  2 bad (``n == 0``). The row's value is ``mean``, nil exactly when quality is 2.
 
 Two ways to the same row. Samples that arrive one by one go through :class:`WindowStats`, in arrival order.
 A tag that reaches the pipeline only in sample blocks during a window (agent.core.sample: all its values good,
@@ -45,7 +47,7 @@ the TWA, whose timeline has already been integrated past it; it is counted in ``
 
 from __future__ import annotations
 
-__all__ = ["WindowStats", "column_stats", "columns_stats", "window_row"]
+__all__ = ["WindowStats", "column_stats", "columns_stats", "window_quality", "window_row"]
 
 import math
 import operator
@@ -67,7 +69,7 @@ _NORM_LIMIT = 1e150  # below sqrt(float max), with room for the rounding of part
 def window_row(  # noqa: PLR0917 (the hot caller passes by position: see below)
     tag: Any, start: Any, dur_ms: Any, count: Any, good: Any, bad: Any, min_: Any, max_: Any, mean: Any,
     last: Any, uncertain: Any, n: Any, twa: Any, std: Any, first: Any, first_ms: Any, last_ms: Any,
-    min_ms: Any, max_ms: Any,
+    min_ms: Any, max_ms: Any, quality: Any,
 ) -> list[Any]:
     """The fields of a ``win`` row in the table's column order (``agent.protocol.tables.WIN_COLUMNS``, which
     the tests check these parameters against), the one place a row is laid out: each argument is one row's
@@ -79,8 +81,17 @@ def window_row(  # noqa: PLR0917 (the hot caller passes by position: see below)
     (some 0.8 µs more per row: near a tenth more per sample at one sample a second in 10 s windows)."""
     return [
         tag, start, dur_ms, count, good, bad, min_, max_, mean, last, uncertain, n, twa, std, first, first_ms,
-        last_ms, min_ms, max_ms,
+        last_ms, min_ms, max_ms, quality,
     ]
+
+
+def window_quality(n: int, bad: int) -> int:
+    """A window row's ``quality``: 0 good (values in the statistics, no bad or uncertain sample), 1 uncertain
+    (values, but also bad or uncertain samples), 2 bad (no value in the statistics, so ``mean``, the row's
+    value, is nil)."""
+    if not n:
+        return 2
+    return 1 if bad else 0
 
 
 class WindowStats:

@@ -356,7 +356,7 @@ class BlockWindows:
                 tag=tags, start=Repeated(start, k), dur_ms=Repeated(w_ms, k), count=n_k, good=n_k, bad=zero_k,
                 min_=lows, max_=highs, mean=means, last=lasts, uncertain=zero_k, n=n_k, twa=twas, std=stds,
                 first=firsts, first_ms=Repeated(first_ms, k), last_ms=Repeated(last_ms, k), min_ms=low_ms,
-                max_ms=high_ms,
+                max_ms=high_ms, quality=zero_k,  # every sample good and in the statistics: quality 0
             )))
             self._carry.update(zip(tags, zip(repeat(start), lasts, strict=False), strict=True))
             return
@@ -377,7 +377,7 @@ class BlockWindows:
             out_rows.append(window_row(
                 tag=name, start=start, dur_ms=w_ms, count=n, good=n, bad=0, min_=low, max_=high, mean=mean,
                 last=last, uncertain=0, n=n, twa=twa, std=std, first=values[0], first_ms=first_ms,
-                last_ms=last_ms, min_ms=low_ms_i, max_ms=high_ms_i,
+                last_ms=last_ms, min_ms=low_ms_i, max_ms=high_ms_i, quality=0,
             ))
             carry[name] = (start, last)
         if replay:

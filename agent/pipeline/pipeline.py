@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.clock import Clock, SystemClock
 from agent.core.sample import Poll, Quality, Sample, SampleBlock
-from agent.pipeline.aggregates import WindowStats, window_row
+from agent.pipeline.aggregates import WindowStats, window_quality, window_row
 from agent.pipeline.alarms import AlarmEngine, TagAlarms
 from agent.pipeline.block_windows import BlockWindows
 from agent.pipeline.calculated import Calculation
 from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.deadband import Deadband
+from agent.protocol.limits import MAX_STRING_CHARS
 
 if TYPE_CHECKING:
     from config.schema import AgentConfig
@@ -294,6 +295,8 @@ class Pipeline:
                     continue
                 if not quality:
                     win.good += 1
+                if kind is str and len(value) > MAX_STRING_CHARS:  # type: ignore[arg-type]  # kind is str
+                    value = value[:MAX_STRING_CHARS]  # type: ignore[index]  # receivers refuse longer strings
                 win.add_text(ts, value)  # strings and the like: counted and kept as first/last
                 continue
             if not quality:
@@ -370,7 +373,7 @@ class Pipeline:
         out = self.take_alarms()
         now_ms = int(self.clock.time() * 1000)
         horizon = now_ms - self.grace_ms  # windows ending at or before this are complete
-        out.raw = self._raw
+        out.raw = _bound_strings(self._raw)
         self._raw = []
         w_ms = self.window_ms
         rows = out.win
@@ -397,12 +400,24 @@ class Pipeline:
             tag, start, w_ms, win.count, win.good, win.bad, win.min, win.max, win.mean if n else None,
             win.last, win.uncertain, n, win.twa(start + w_ms), win.std(), win.first,
             win.first_ms if win.first is not None else None, win.last_ms if win.last is not None else None,
-            win.min_ms if n else None, win.max_ms if n else None,
+            win.min_ms if n else None, win.max_ms if n else None, window_quality(n, win.bad),
         ))
         if win.out_of_order:
             self.stats.out_of_order += win.out_of_order
         if win.hold_ms is not None:
             self._carry[tag] = (start, win.hold_value)
+
+
+def _bound_strings(raw: list[list[Any]]) -> list[list[Any]]:
+    """Raw rows with text values and reasons cut to MAX_STRING_CHARS, in place: a receiver refuses a batch
+    holding a longer string (docs/protocol.md §3.3), and would refuse it every time it is sent again."""
+    for row in raw:
+        value, reason = row[2], row[4]
+        if type(value) is str and len(value) > MAX_STRING_CHARS:
+            row[2] = value[:MAX_STRING_CHARS]
+        if reason is not None and len(reason) > MAX_STRING_CHARS:
+            row[4] = reason[:MAX_STRING_CHARS]
+    return raw
 
 
 def raw_tag_names(config: AgentConfig) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""The tables of a batch body (format version 1): every table's name and its columns, in the order written.
+"""The tables of a batch body (format version 2): every table's name and its columns, in the order written.
 
 docs/protocol.md §3.2 is the normative text; this is its code, and the test suite checks each column list
 below against the document's table of that name. The gateway's producers (pipeline, alarm engine, batcher)
@@ -9,14 +9,19 @@ for every table: a column named ``tag`` (:data:`TAG_COLUMN`) holds an index into
 and columns named ``ts`` or ``start`` (:data:`OFFSET_COLUMNS`) hold milliseconds relative to the header's
 ``t0``; every other time column (``from_ms``, ``to_ms``, ``*_ms``) is absolute Unix ms.
 
-Tables defined in version 1:
+Tables defined in version 2:
 
 ``win``   (:data:`WIN_COLUMNS`) window aggregates, one row per tag per window. The first ten columns are the
-          original ones, unchanged in name and meaning; ``uncertain`` to ``max_ms`` were appended.
+          original ones, unchanged in name and meaning; ``uncertain`` to ``max_ms`` were appended, and
+          ``quality`` (version 2: 0 good, 1 uncertain, 2 bad; the row's value is ``mean``).
 ``raw``   (:data:`RAW_COLUMNS`) samples as read: ``quality`` is 0 good, 1 uncertain, 2 bad.
 ``alarm`` (:data:`ALARM_COLUMNS`) alarm state changes, in batches of kind ``alarm``.
 ``gap``   (:data:`GAP_COLUMNS`) declared loss, in batches of kind ``gap``; its ``tags`` column
           (:data:`TAG_NAMES_COLUMN`) holds full tag names, not dictionary indexes.
+``outage`` (:data:`OUTAGE_COLUMNS`, version 2) declared time without collection (e.g. after an unclean stop),
+          in batches of kind ``gap``; ``tags`` holds full tag names.
+``catalog`` (:data:`CATALOG_COLUMNS`, version 2) the tag catalogue, in batches of kind ``catalog``: each
+          tag's unit, type, description, scaling, plausible range and location.
 
 Compatibility: columns are only ever appended, and receivers locate them by name and ignore tables and
 columns they do not know (docs/protocol.md §11). Changing a name or an order here changes the wire format.
@@ -66,7 +71,7 @@ ROW_TIME_COLUMNS = ("ts", "start", "from_ms")
 WIN_TABLE = "win"
 WIN_COLUMNS = [
     "tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last",
-    "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms",
+    "uncertain", "n", "twa", "std", "first", "first_ms", "last_ms", "min_ms", "max_ms", "quality",
 ]
 RAW_TABLE = "raw"
 RAW_COLUMNS = ["tag", "ts", "value", "quality", "reason"]
@@ -86,5 +91,7 @@ TABLES: Mapping[str, list[str]] = {
     RAW_TABLE: RAW_COLUMNS,
     ALARM_TABLE: ALARM_COLUMNS,
     GAP_TABLE: GAP_COLUMNS,
+    OUTAGE_TABLE: OUTAGE_COLUMNS,
+    CATALOG_TABLE: CATALOG_COLUMNS,
 }
-"""Every table of version 1, by name, with its columns."""
+"""Every table of version 2, by name, with its columns."""

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
-from agent.core.fields import STRICT, DevicePath, Name, Port, Seconds, StrictModel
+from agent.core.fields import STRICT, DevicePath, Name, Port, Seconds, StrictModel, TagText, check_plausible_range
 
 RegisterTable = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal[
@@ -109,6 +109,14 @@ class ModbusTag:
     )
     poll_interval_s: Seconds | None = Field(None, description="Poll this tag at its own interval.")
     unit: str | None = Field(None, description="Engineering unit, for documentation and displays.")
+    description: TagText | None = Field(
+        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
+    )
+    location: TagText | None = Field(
+        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
+    )
+    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
+    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every sample as read, not only window aggregates.")
 
     @model_validator(mode="before")
@@ -166,6 +174,7 @@ class ModbusTag:
                     raise ValueError(f'enum key {key!r} is not an integer (write "3" or "0x0003")') from None
         if self.address + self.registers - 1 > 65535:
             raise ValueError(f"address {self.address} + {self.registers} registers runs past 65535")
+        check_plausible_range(self.low, self.high)
         return self
 
 

@@ -64,6 +64,8 @@ def _reference(samples: list[Sample], max_quality: int = 0) -> dict[int, dict[st
             "min_ms": min(t for t, v in stat if v == min(values)) if n else None,
             "max_ms": min(t for t, v in stat if v == max(values)) if n else None,
         }
+        # Quality: 2 when nothing entered the statistics, else 1 if any sample was bad, uncertain or not finite.
+        row["quality"] = 2 if not n else 1 if row["bad"] else 0
         # Sample-and-hold timeline: the previous window's last sample holds into this one.
         before = [s for s in samples if start - W <= s.ts_ms < start]
         points: list[tuple[int, float | None]] = []
@@ -126,7 +128,7 @@ def test_rows_match_the_reference(samples: list[Sample], quality: str) -> None:
         ref = expected[row["start"]]
         scale = max([abs(v) for v in (ref["min"], ref["max"]) if v is not None], default=1.0)
         exact = ["count", "good", "bad", "uncertain", "n", "min", "max", "first", "last",
-                 "first_ms", "last_ms", "min_ms", "max_ms"]
+                 "first_ms", "last_ms", "min_ms", "max_ms", "quality"]
         if max_quality:  # good counts good quality; with uncertain in the statistics first/last follow them
             exact.remove("good")
         assert {k: row[k] for k in exact} == {k: ref[k] for k in exact}
@@ -177,6 +179,22 @@ def test_out_of_order_sample_enters_statistics_but_not_twa() -> None:
         8.0, T0 + 1_000, 5.0, 2.0, 1)
 
 
+@pytest.mark.parametrize(("samples", "quality", "mean"), [
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, 3.0)], 0, 2.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, None, Quality.BAD, "timeout")], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, 9.0, Quality.UNCERTAIN)], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, 1.0), Sample(TAG, T0 + 2_000, math.inf)], 1, 1.0),
+    ([Sample(TAG, T0 + 1_000, None, Quality.BAD, "timeout")], 2, None),
+    ([Sample(TAG, T0 + 1_000, 9.0, Quality.UNCERTAIN)], 2, None),
+], ids=["all good", "one bad", "one uncertain", "one not finite", "only bad", "only uncertain"])
+def test_window_quality_says_how_far_its_value_can_be_trusted(samples: list[Sample], quality: int,
+                                                               mean: float | None) -> None:
+    """quality is 0 good, 1 uncertain (values, but also bad samples), 2 bad (no value: mean, the value, nil)."""
+    (row,) = _rows(samples)
+
+    assert (row["quality"], row["mean"]) == (quality, mean)
+
+
 def test_text_values_are_first_and_last_without_statistics() -> None:
     """A text tag has first/last values and times but no min, mean or TWA."""
     (row,) = _rows([Sample(TAG, T0 + 1_000, "STOP"), Sample(TAG, T0 + 2_000, "RUN")])
@@ -198,3 +216,19 @@ def test_late_sample_within_grace_goes_to_its_own_window() -> None:
     (row,) = [dict(zip(WIN_COLUMNS, r, strict=True)) for r in pipeline.collect().win]
 
     assert (row["start"], row["count"], row["last"], pipeline.stats.late) == (T0, 2, 3.0, 0)
+
+
+def test_text_longer_than_receivers_accept_is_cut() -> None:
+    """A text value or a reason longer than MAX_STRING_CHARS is cut to it, in windows and raw rows alike: a
+    receiver refuses a batch holding a longer string, every time it is sent."""
+    from agent.protocol.limits import MAX_STRING_CHARS
+
+    clock = FakeClock(start=T0 / 1000)
+    pipeline = Pipeline(window_s=10, clock=clock, raw_tags=[TAG])
+    pipeline.ingest([Sample(TAG, T0 + 1_000, "x" * 10_000), Sample(TAG, T0 + 2_000, None, Quality.BAD, "y" * 9_000)])
+    clock._now = 60
+    out = pipeline.collect()
+    (row,) = [dict(zip(WIN_COLUMNS, r, strict=True)) for r in out.win]
+
+    assert len(row["last"]) == MAX_STRING_CHARS
+    assert [(len(r[2] or ""), len(r[4] or "")) for r in out.raw] == [(MAX_STRING_CHARS, 0), (0, MAX_STRING_CHARS)]

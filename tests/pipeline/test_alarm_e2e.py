@@ -58,7 +58,7 @@ def _prefill(gw: Gateway, batches: int, rows: int) -> None:
         for k in range(batches):
             t0 = T0 + k * 10_000
             table = wire.Table(WIN_COLUMNS, [[i, 0, 10_000, 10, 10, 0, 1.0, 2.0, 1.5, 1.7, 0, 10, 1.5, 0.3, 1.0,
-                                              t0, t0 + 9_000, t0, t0 + 9_000] for i in range(rows)])
+                                              t0, t0 + 9_000, t0, t0 + 9_000, 0] for i in range(rows)])
             body = wire.encode_body(tags, {"win": table}, t0, "zstd")
             seq += 1
             batch = wire.encode_frame(gw.signer, gw=gw.id, seq=seq, prev=prev, created=t0, t0=t0, t1=t0 + 10_000,

@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
+from agent.protocol.tables import WIN_COLUMNS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BEGIN = "<!-- BEGIN generated example: python3 -m tests.receiver.protocol_example -->"
 END = "<!-- END generated example -->"
 EXAMPLE_KEY = bytes(range(32))  # a published test key: never use it for anything real
-WIN_COLUMNS = ["tag", "start", "dur_ms", "count", "good", "bad", "min", "max", "mean", "last"]
 T0 = 1_700_000_000_000
 
 
@@ -29,8 +29,10 @@ def example_signer() -> BatchSigner:
 
 
 def example_batch() -> wire.Batch:
-    """One 10 s window of one tag, uncompressed so the body is readable in the hex."""
-    row = [0, 0, 10_000, 10, 10, 0, 0.4, 0.5, 0.45, 0.5]
+    """One 10 s window of one tag (five readings of 0.4, five of 0.5, once a second from :00.5), uncompressed so
+    the body is readable in the hex."""
+    row = [0, 0, 10_000, 10, 10, 0, 0.4, 0.5, 0.45, 0.5, 0, 10, 0.45, 0.05, 0.4, T0 + 500, T0 + 9_500, T0 + 500,
+           T0 + 1_500, 0]
     body = wire.encode_body(["plc1.ch4"], {"win": wire.Table(WIN_COLUMNS, [row])}, T0, enc="none")
     return wire.encode_frame(example_signer(), gw="gw-01", seq=1, prev=wire.GENESIS_HASH, created=T0 + 10_250,
                              t0=T0, t1=T0 + 10_000, kind="data", enc="none", body=body)
@@ -63,7 +65,7 @@ def render() -> str:
     pos = 0
     row(pos, batch.frame[0:1], "fixarray of 3 elements")
     pos += 1
-    row(pos, batch.frame[1:2], "format version 1")
+    row(pos, batch.frame[1:2], f"format version {batch.frame[1]}")
     pos += 1
     signed_head = msgpack.packb(batch.signed, use_bin_type=True)[: -len(batch.signed)]
     row(pos, signed_head, f"bin, {len(batch.signed)} bytes follow: the signed header")

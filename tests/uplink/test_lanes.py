@@ -34,11 +34,13 @@ def replay_model(urgent: list[int], data: list[int], share: float) -> list[int]:
 async def test_replay_order_is_urgent_then_newest_and_oldest_by_share(
     broker: Mosquitto, queue: AsyncDiskQueue, producer: Producer, share: float
 ) -> None:
-    """A backlog drains as: alarms and gaps oldest first, then newest/oldest data by ``backlog_share``."""
+    """A backlog drains as: alarms, gaps and tag catalogues oldest first, then newest/oldest data by
+    ``backlog_share``."""
     data = await producer.append(8)
     urgent = await producer.append(2, kind="alarm")
     data += await producer.append(8)
     urgent += await producer.append(1, kind="gap")
+    urgent += await producer.append(1, kind="catalog")
     data += await producer.append(4)
     uplink = MqttUplink(mqtt_config(broker.port, max_inflight=1, backlog_share=share, ack_mode="broker"), GW, queue)
     async with Collector(broker.port, ack=False) as collector, running(uplink):
