@@ -47,8 +47,7 @@ from agent.core.fields import (
     Port,
     Seconds,
     StrictModel,
-    TagText,
-    check_plausible_range,
+    TagCatalogFields,
 )
 from agent.protocol.limits import MAX_ROWS_PER_BATCH
 from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
@@ -505,7 +504,7 @@ class DeadbandRule(StrictModel):
         return self
 
 
-class CalculatedTag(StrictModel):
+class CalculatedTag(TagCatalogFields):
     """[[calculated]]: a tag computed from others with one fixed operation (no expressions, no code)."""
 
     name: Name = Field(description="The tag is named 'calc.<name>'.")
@@ -520,14 +519,6 @@ class CalculatedTag(StrictModel):
         60.0, description="An input older than this when the others update makes the result bad."
     )
     unit: str | None = Field(None, description="Unit of the result, for people reading the data.")
-    description: TagText | None = Field(
-        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
-    )
-    location: TagText | None = Field(
-        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
-    )
-    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
-    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every computed sample, not only window aggregates.")
 
     @model_validator(mode="after")
@@ -538,7 +529,6 @@ class CalculatedTag(StrictModel):
                 f"{self.op} takes {wanted} input{'s' if wanted > 1 else ''}", key=("inputs",),
                 got=str(len(self.inputs)), allowed=str(wanted),
             )
-        check_plausible_range(self.low, self.high)
         return self
 
 

@@ -25,14 +25,15 @@ __all__ = [
     "Port",
     "Seconds",
     "StrictModel",
+    "TagCatalogFields",
     "TagText",
     "check_plausible_range",
 ]
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 TOPIC_LEVEL_PATTERN = r"^[^#+\s]+$"
@@ -116,3 +117,23 @@ def check_plausible_range(low: float | None, high: float | None) -> None:
     """A tag's plausible range (``low``/``high``, each optional) must not be empty."""
     if low is not None and high is not None and low > high:
         raise ConfigValueError("low is above high", key=("low",), got=f"{low:g} > {high:g}", allowed="low <= high")
+
+
+class TagCatalogFields(StrictModel):
+    """What every kind of tag says about itself for the tag catalogue (docs/protocol.md, ``catalog`` table)
+    beside its unit: one definition the driver tag models and calculated tags inherit, so the catalogue's
+    columns mean the same whatever produced the tag."""
+
+    description: TagText | None = Field(
+        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
+    )
+    location: TagText | None = Field(
+        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
+    )
+    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
+    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
+
+    @model_validator(mode="after")
+    def _plausible_range(self) -> Self:
+        check_plausible_range(self.low, self.high)
+        return self

@@ -109,6 +109,8 @@ class ModbusTag:
     )
     poll_interval_s: Seconds | None = Field(None, description="Poll this tag at its own interval.")
     unit: str | None = Field(None, description="Engineering unit, for documentation and displays.")
+    # The tag catalogue's fields, as agent.core.fields.TagCatalogFields defines them for the other tag models:
+    # this one is a slotted dataclass (read on every poll), which cannot inherit a pydantic model.
     description: TagText | None = Field(
         None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
     )

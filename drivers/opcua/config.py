@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.core.fields import Name, Seconds, StrictModel, TagText, check_plausible_range
+from agent.core.fields import Name, Seconds, StrictModel, TagCatalogFields
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 SecurityMode = Literal["Sign", "SignAndEncrypt"]
@@ -79,19 +79,11 @@ def _check_key_suffix(path: Path | None, what: str) -> None:
         )
 
 
-class OpcUaTag(StrictModel):
+class OpcUaTag(TagCatalogFields):
     name: Name
     node: str | None = Field(None, description="NodeId: ns=2;s=Hoist.Speed, ns=2;i=1001, nsu=<uri>;s=...")
     path: str | None = Field(None, description="Browse path from Root: Objects/2:Hoist/2:Speed.")
     unit: str | None = Field(None, description="Engineering unit, for documentation and displays.")
-    description: TagText | None = Field(
-        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
-    )
-    location: TagText | None = Field(
-        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
-    )
-    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
-    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every sample as received, not only window aggregates.")
     mode: TagMode = Field("subscribe", description="subscribe: the server reports changes; poll: read it.")
     publishing_interval_s: Seconds | None = Field(
@@ -133,7 +125,6 @@ class OpcUaTag(StrictModel):
             raise ValueError("set exactly one of node (a NodeId) or path (a browse path)")
         if self.deadband != "none" and self.deadband_value <= 0:
             raise ValueError(f"deadband {self.deadband!r} needs deadband_value > 0")
-        check_plausible_range(self.low, self.high)
         if self.deadband == "percent" and self.deadband_value > 100:
             raise ValueError(f"percent deadband_value {self.deadband_value} must be at most 100")
         if self.mode == "poll":

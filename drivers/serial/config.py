@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from agent.core.fields import DevicePath, Name, Seconds, StrictModel, TagText, check_plausible_range
+from agent.core.fields import DevicePath, Name, Seconds, StrictModel, TagCatalogFields
 from drivers.serial.checksum import ChecksumSpec
 from drivers.serial.decoding import Decoder, RegexDecoder, StructDecoder, struct_value_count
 from drivers.serial.framing import DelimitedFramer, Framer, LengthFramer, Trace
@@ -262,7 +262,7 @@ class PollConfig(StrictModel):
         return self
 
 
-class SerialTag(StrictModel):
+class SerialTag(TagCatalogFields):
     name: Name
     field: str | None = Field(None, description="Regex group or struct field read; default: the tag name.")
     address: Annotated[int, Field(ge=0, le=255)] | None = Field(
@@ -277,14 +277,6 @@ class SerialTag(StrictModel):
         default_factory=list, description="Status values meaning UNCERTAIN; any other value is BAD."
     )
     unit: str | None = Field(None, description="Engineering unit, for documentation and displays.")
-    description: TagText | None = Field(
-        None, description="What the tag measures, for people reading the data (sent in the tag catalogue)."
-    )
-    location: TagText | None = Field(
-        None, description="Where the sensor is, e.g. 'north heading, level -320' (sent in the tag catalogue)."
-    )
-    low: float | None = Field(None, description="Lowest plausible value, in the tag's unit (tag catalogue).")
-    high: float | None = Field(None, description="Highest plausible value, in the tag's unit (tag catalogue).")
     raw: bool = Field(False, description="Also send every sample as read, not only window aggregates.")
 
     @property
@@ -297,7 +289,6 @@ class SerialTag(StrictModel):
             raise ValueError(f"tag {self.name!r}: status_good/status_uncertain need status_field")
         if self.status_field is not None and not self.status_good:
             raise ValueError(f"tag {self.name!r}: status_field needs status_good (the values meaning GOOD)")
-        check_plausible_range(self.low, self.high)
         return self
 
 
