@@ -59,14 +59,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import msgpack
 import structlog
 
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable
 from agent.core.clock import Clock, SystemClock
-from agent.core.errors import AgentError, WireFormatError
+from agent.core.errors import AgentError, WireBoundsError, WireFormatError
 from agent.protocol import acks, wire
+from agent.protocol.limits import (
+    MAX_FRAME_BYTES,
+    MAX_ID_CHARS,
+    MAX_REASON_CHARS,
+    MAX_SEQ,
+    MAX_STRING_CHARS,
+    MAX_TIME_MS,
+)
 from agent.protocol.mqtt import (
     BrokerAddress,
     BrokerSettings,
@@ -76,21 +83,20 @@ from agent.protocol.mqtt import (
     parse_broker_url,
 )
 from agent.protocol.signing import BatchSigner
-from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE, GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
+from agent.protocol.tables import (
+    CATALOG_COLUMNS,
+    CATALOG_TABLE,
+    GAP_TABLE,
+    OFFSET_COLUMNS,
+    ROW_TIME_COLUMNS,
+    TAG_COLUMN,
+)
 from backend.registry import KeyRefused, KeyRegistry
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_GATEWAY = "unknown"
 
-# The bounds of docs/protocol.md §3 (the same values as agent.protocol.limits, which the frame code enforces).
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-MAX_ROWS_PER_BATCH = 200_000
-MAX_STRING_CHARS = 4096
-MAX_ID_CHARS = 128
-MAX_SEQ = 2**63 - 1
-MAX_TIME_MS = 2**53
-MAX_REASON_CHARS = 200
 _KEPT_UNPARSED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES or that does not parse, only this is kept
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
@@ -242,6 +248,12 @@ def _reason(text: str) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
 
 
+def _wire_cause(exc: WireFormatError, malformed: Cause) -> Cause:
+    """``bounds`` for a value beyond a bound of agent.protocol.limits, else ``malformed`` (``format`` for the
+    frame, ``body`` for its body)."""
+    return "bounds" if isinstance(exc, WireBoundsError) else malformed
+
+
 def _wire_reason(exc: WireFormatError) -> str:
     """The frame code's reason, unless it wraps another library's error: that one's text may quote the
     frame's or body's bytes (a repr of the data it choked on), so only the error's kind is kept."""
@@ -258,17 +270,13 @@ def _is_id(v: object) -> bool:
 
 
 def _peek(frame: bytes) -> _Claims:
-    """The gateway, seq and key a frame that did not open names, as far as they can be read safely."""
-    try:
-        outer = msgpack.unpackb(frame, raw=False)
-        header = msgpack.unpackb(outer[1], raw=False) if isinstance(outer, list) and len(outer) == 3 else None
-    except Exception:  # best effort on bytes already refused: any failure means unreadable
-        return _Claims()
-    if not isinstance(header, dict):
-        return _Claims()
-    gw, seq, kid = header.get("gw"), header.get("seq"), header.get("kid")
-    return _Claims(gw if _is_id(gw) else None, seq if _is_int(seq, 1, MAX_SEQ) else None,
-                   kid if _is_id(kid) else None)
+    """The gateway, seq and key a frame that did not open claims, each only if readable and within its bound
+    (:func:`agent.protocol.wire.claimed_identity`, which never raises)."""
+    return _Claims(*wire.claimed_identity(frame))
+
+
+def _claims(batch: wire.Batch) -> _Claims:
+    return _Claims(batch.gw, batch.seq, batch.kid)
 
 
 class _Throttle:
@@ -485,19 +493,18 @@ class ReceiverStore:
 
     def _ingest_one(self, frame: bytes, topic_gw: str | None, topic_kind: str | None,
                     arrival: int) -> IngestResult:
-        if len(frame) > MAX_FRAME_BYTES:
-            raise _Refusal("bounds", f"frame of {len(frame)} bytes, the limit is {MAX_FRAME_BYTES}", _Claims())
+        # Size, parse and every header value's type and bound (steps 1 to 3 of docs/protocol.md §6) are the
+        # frame code's: open_frame refuses a frame beyond a bound with WireBoundsError, anything else
+        # malformed with WireFormatError, and checks the kind against the protocol's list.
         try:
             batch = wire.open_frame(frame)
         except WireFormatError as exc:
-            raise _Refusal("format", _wire_reason(exc), _peek(frame)) from exc
-        except Exception as exc:  # values the frame code lets through as Python errors
-            raise _Refusal("format", f"malformed frame ({type(exc).__name__})", _peek(frame)) from exc
-        claims = _check_header(batch)
+            raise _Refusal(_wire_cause(exc, "format"), _wire_reason(exc), _peek(frame)) from exc
+        claims = _claims(batch)
         if topic_gw is not None and batch.gw != topic_gw:
             raise _Refusal("topic", f"frame of gateway {batch.gw!r} on the topic of gateway "
                                     f"{topic_gw[:MAX_ID_CHARS]!r}", claims)
-        if batch.kind not in KINDS or (topic_kind is not None and batch.kind != topic_kind):
+        if topic_kind is not None and batch.kind != topic_kind:
             raise _Refusal("kind", f"signed kind {batch.kind!r} on the topic kind "
                                    f"{(topic_kind or '')[:MAX_ID_CHARS]!r}", claims)
         try:
@@ -519,7 +526,7 @@ class ReceiverStore:
         try:
             records = self._store_rows(batch, wire.decode_body(batch))
         except WireFormatError as exc:
-            raise _Refusal("body", _wire_reason(exc), claims) from exc
+            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
         except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
             raise
         except Exception as exc:  # a body the decoder did not foresee
@@ -528,42 +535,39 @@ class ReceiverStore:
             "INSERT INTO batches (gw, seq, hash, prev, kind, t0, t1, created, kid, received_at, records, "
             "frame, cat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.gw, batch.seq, batch.hash, batch.prev, batch.kind, batch.t0, batch.t1, batch.created,
-             batch.kid, arrival, records, frame, _catalogue_ref(batch)),
+             batch.kid, arrival, records, frame, batch.cat),
         )
         breaks = self._check_links(batch, arrival)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
-        """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows)."""
-        rows = sum(len(t.rows) for t in body.tables.values())
-        claims = _Claims(batch.gw, batch.seq, batch.kid)
-        if rows > MAX_ROWS_PER_BATCH:
-            raise _Refusal("bounds", f"{rows} rows, the limit is {MAX_ROWS_PER_BATCH}", claims)
+        """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows).
+
+        decode_body has checked the rows' count, the table, column and tag names, each tag index and each time
+        offset (``ts``, ``start``). Two checks remain here, because the decoder does not make them: string
+        values in characters (it bounds their UTF-8 bytes, on the length prefix, before decoding), and the
+        absolute time that places a row (``from_ms``), which a stored row's ``ts`` column is taken from."""
+        claims = _claims(batch)
         measurements = 0
         out: list[tuple[str, int, str, str | None, int, str]] = []
         for name, table in body.tables.items():
             cols = table.cols
-            if not _is_id(name) or not all(_is_id(c) for c in cols):
-                raise _Refusal("bounds", "a table or column name is empty or longer than "
-                                         f"{MAX_ID_CHARS} characters", claims)
             tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
             time_i = [i for i, c in enumerate(cols) if c in ROW_TIME_COLUMNS]
             ts_i = time_i[0] if time_i else -1
+            absolute_i = [i for i in time_i if cols[i] not in OFFSET_COLUMNS]
             for r in table.rows:
                 data = _row_json(cols, r)
                 if len(data) > MAX_STRING_CHARS:  # a shorter row cannot hold a string over the limit
                     _check_strings(r, name, claims)
-                tag = r[tag_i] if 0 <= tag_i < len(r) else None
-                if tag_i >= 0 and not (type(tag) is str and 0 < len(tag) <= MAX_ID_CHARS):
-                    raise _Refusal("bounds", f"a tag name in table {name!r} is empty, not text or longer than "
-                                             f"{MAX_ID_CHARS} characters", claims)
-                for i in time_i:
-                    v = r[i] if i < len(r) else None
+                for i in absolute_i:
+                    v = r[i]
                     if v is not None and not (type(v) is int and 0 <= v <= MAX_TIME_MS):
                         raise _Refusal("bounds", f"a time in table {name!r} is not an integer in [0, 2**53]",
                                        claims)
-                ts = r[ts_i] if 0 <= ts_i < len(r) and isinstance(r[ts_i], int) else batch.t0
+                tag = r[tag_i] if tag_i >= 0 else None
+                ts = r[ts_i] if ts_i >= 0 and type(r[ts_i]) is int else batch.t0
                 out.append((batch.gw, batch.seq, name, tag, ts, data))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
@@ -576,7 +580,7 @@ class ReceiverStore:
         return measurements
 
     def _declare_gaps(self, batch: wire.Batch, table: wire.Table) -> None:
-        claims = _Claims(batch.gw, batch.seq, batch.kid)
+        claims = _claims(batch)
         for r in table.rows:
             g = dict(zip(table.cols, r, strict=False))
             first, last = g.get("first_seq"), g.get("last_seq")
@@ -604,8 +608,8 @@ class ReceiverStore:
         for r in table.rows:
             c = dict(zip(table.cols, r, strict=False))
             if not _is_id(c.get(TAG_COLUMN)):
-                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag", _Claims(
-                    batch.gw, batch.seq, batch.kid))
+                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag",
+                               _claims(batch))
             rows.append((batch.gw, batch.seq, *(_catalog_value(col, c.get(col)) for col in CATALOG_COLUMNS)))
         self._db.executemany(  # the columns of CATALOG_COLUMNS, in its order ("offset" is an SQL keyword)
             'INSERT OR REPLACE INTO catalog (gw, cat_seq, tag, unit, type, description, scale, "offset", low, '
@@ -810,32 +814,6 @@ class ReceiverStore:
         rows = self._db.execute('SELECT tag, unit, type, description, scale, "offset", low, high, location '
                                 "FROM catalog WHERE gw = ? AND cat_seq = ? ORDER BY tag", (gw, cat_seq))
         return {r[0]: dict(zip(CATALOG_COLUMNS[1:], r[1:], strict=True)) for r in rows}
-
-
-def _check_header(batch: wire.Batch) -> _Claims:
-    """Every header value of the type and in the range docs/protocol.md §3 gives it, as signed (not as the
-    frame code converted it: a seq sent as the text "7" is not the integer 7), or a ``bounds`` refusal."""
-    h = msgpack.unpackb(batch.signed, raw=False)
-    claims = _Claims(h["gw"] if _is_id(h.get("gw")) else None,
-                     h["seq"] if _is_int(h.get("seq"), 1, MAX_SEQ) else None,
-                     h["kid"] if _is_id(h.get("kid")) else None)
-    problems = [name for name, ok in (
-        ("gw", claims.gw is not None), ("seq", claims.seq is not None), ("kid", claims.kid is not None),
-        ("created", _is_int(h.get("created"), 0, MAX_TIME_MS)), ("t0", _is_int(h.get("t0"), 0, MAX_TIME_MS)),
-        ("t1", _is_int(h.get("t1"), 0, MAX_TIME_MS)), ("kind", _is_id(h.get("kind"))),
-        ("enc", _is_id(h.get("enc"))), ("alg", _is_id(h.get("alg"))),
-        ("prev", isinstance(h.get("prev"), bytes) and len(h["prev"]) == 32),
-        ("body", isinstance(h.get("body"), bytes)), ("cat", _is_int(h.get("cat", 0), 0, MAX_SEQ)),
-    ) if not ok]
-    if problems:
-        raise _Refusal("bounds", f"header values of the wrong type or out of range: {', '.join(problems)}", claims)
-    return claims
-
-
-def _catalogue_ref(batch: wire.Batch) -> int:
-    """The seq of the tag catalogue the batch refers to; 0 for none (and for frames of format version 1)."""
-    cat = getattr(batch, "cat", 0)  # format version 2 header field; absent from version 1 batches
-    return cat if isinstance(cat, int) else 0
 
 
 _CATALOG_NUMBERS = frozenset({"scale", "offset", "low", "high"})

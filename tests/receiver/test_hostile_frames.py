@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.protocol import wire
+from agent.protocol.limits import MAX_TAG_CHARS
 from agent.protocol.signing import BatchSigner
 from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
 from tests.fuzzing import FUZZ_EXAMPLES
@@ -75,35 +76,44 @@ HOLDS_A: list[tuple[str, list[Arrival], set[str]]] = [
     # Refused by the frame decoder itself: a kind outside the protocol's list is a malformed header.
     ("unknown kind", [(_signed(KEY_A, kind="evil"), "gw-A", "evil")], {"format"}),
     ("extra topic level", [(_signed(KEY_A), "gw-A", "data/x")], {"kind"}),
-    ("200 001 rows", [(_signed(KEY_A, body=_rows(200_001)), "gw-A", "data")], {"bounds", "body"}),
+    ("200 001 rows", [(_signed(KEY_A, body=_rows(200_001)), "gw-A", "data")], {"bounds"}),
     ("a 5000-character value", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
                                                                           [[0, 0, "x" * 5000]])}),
                                  "gw-A", "data")], {"bounds", "body"}),
-    ("a 200-character tag name", [(_signed(KEY_A, tags=["t" * 200]), "gw-A", "data")], {"bounds", "body"}),
+    ("a 258-character tag name", [(_signed(KEY_A, tags=["t" * (MAX_TAG_CHARS + 1)]), "gw-A", "data")],
+     {"bounds", "body"}),
     ("a 100 000-character gateway id", [(_signed(KEY_A, {"gw": "g" * 100_000}), "gw-A", "data")],
      {"bounds", "format", "topic"}),
-    ("seq 2**63", [(_signed(KEY_A, {"seq": 2**63}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq 0", [(_signed(KEY_A, {"seq": 0}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq inf", [(_signed(KEY_A, {"seq": float("inf")}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq as text", [(_signed(KEY_A, {"seq": "7"}), "gw-A", "data")], {"bounds", "format"}),
-    ("int prev", [(_signed(KEY_A, {"prev": 2**40}), "gw-A", "data")], {"bounds", "format"}),
-    ("created -1", [(_signed(KEY_A, {"created": -1}), "gw-A", "data")], {"bounds", "format"}),
-    ("created 2**64", [(_signed(KEY_A, {"created": 2**64 - 1}), "gw-A", "data")], {"bounds", "format"}),
+    ("seq 2**63", [(_signed(KEY_A, {"seq": 2**63}), "gw-A", "data")], {"bounds"}),
+    ("seq 0", [(_signed(KEY_A, {"seq": 0}), "gw-A", "data")], {"bounds"}),
+    ("seq inf", [(_signed(KEY_A, {"seq": float("inf")}), "gw-A", "data")], {"format"}),
+    ("seq as text", [(_signed(KEY_A, {"seq": "7"}), "gw-A", "data")], {"format"}),
+    ("int prev", [(_signed(KEY_A, {"prev": 2**40}), "gw-A", "data")], {"format"}),
+    ("created -1", [(_signed(KEY_A, {"created": -1}), "gw-A", "data")], {"bounds"}),
+    ("created 2**64", [(_signed(KEY_A, {"created": 2**64 - 1}), "gw-A", "data")], {"bounds"}),
     ("time offset past 2**53", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
                                                                           [[0, 2**60, 1.0]])}),
                                  "gw-A", "data")], {"bounds", "body"}),
     ("tag dictionary as a map", [(_signed(KEY_A, body=msgpack.packb({"tags": {}, "tables": {"win": {
         "cols": ["tag"], "rows": [["x" * 100_000]]}}}), enc="none"), "gw-A", "data")], {"body"}),
     ("zstd body of 80 MiB", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(
-        b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20))), "gw-A", "data")], {"body", "bounds"}),
+        b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20))), "gw-A", "data")], {"bounds"}),
     ("300 000 empty rows in 66 bytes", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(msgpack.packb(
         {"tags": [], "tables": {"x": {"cols": ["a"], "rows": [[]] * 300_000}}}))), "gw-A", "data")],
-     {"bounds", "body"}),
+     {"bounds"}),
     ("unknown algorithm", [(_signed(KEY_A, {"alg": "sm2"}), "gw-A", "data")], {"signature"}),
 ]
 # A tag index must name one of the body's tags: -1 once read as the last tag.
 NEGATIVE_TAG = pytest.param("negative tag index", [(_signed(KEY_A, tables={"win": wire.Table(
     ["tag", "start"], [[-1, 0]])}), "gw-A", "data")], {"body", "bounds"}, id="negative tag index")
+
+
+def test_the_longest_tag_name_the_protocol_allows_is_stored(store: ReceiverStore) -> None:
+    """``<device>.<tag>`` of two 128-character names: the bound is the frame code's (limits.MAX_TAG_CHARS)."""
+    name = "d" * 128 + "." + "t" * 128
+    result = store.ingest(_signed(KEY_A, tags=[name], seq=1), topic_gw="gw-A", topic_kind="data")
+
+    assert (result.status, [r["tag"] for r in store.records(gw="gw-A")]) == ("stored", [name])
 
 
 def _flip(frame: bytes, i: int) -> bytes:
