@@ -88,6 +88,7 @@ from agent.protocol.tables import (
     CATALOG_TABLE,
     GAP_TABLE,
     OFFSET_COLUMNS,
+    OUTAGE_TABLE,
     ROW_TIME_COLUMNS,
     TAG_COLUMN,
 )
@@ -119,7 +120,7 @@ CREATE TABLE IF NOT EXISTS batches (
     created     INTEGER NOT NULL,
     kid         TEXT    NOT NULL,
     received_at INTEGER NOT NULL,   -- Unix ms, receiver clock
-    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but "gap" and "catalog")
+    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but gap, outage and catalog)
     frame       BLOB    NOT NULL,   -- the frame exactly as received: the evidence, verifiable by anyone
     cat         INTEGER NOT NULL DEFAULT 0,   -- the seq of the tag catalogue the batch refers to (0: none)
     PRIMARY KEY (gw, seq)
@@ -168,6 +169,15 @@ CREATE TABLE IF NOT EXISTS declared_gaps (
     tags      TEXT    NOT NULL      -- JSON list of full tag names
 );
 CREATE INDEX IF NOT EXISTS declared_gaps_by_gw ON declared_gaps (gw, first_seq);
+CREATE TABLE IF NOT EXISTS declared_outages (  -- time the gateway declared it was not collecting (outage rows)
+    gw        TEXT    NOT NULL,
+    gap_seq   INTEGER NOT NULL,     -- the gap batch that declared it
+    from_ms   INTEGER NOT NULL,
+    to_ms     INTEGER NOT NULL,
+    reason    TEXT    NOT NULL,
+    tags      TEXT    NOT NULL      -- JSON list of full tag names
+);
+CREATE INDEX IF NOT EXISTS declared_outages_by_gw ON declared_outages (gw, from_ms);
 CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
@@ -542,7 +552,8 @@ class ReceiverStore:
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
-        """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows).
+        """Insert every row of every table; record gap and outage rows as declared loss and catalog rows as a
+        catalogue version. Returns the measurement rows (those of every other table).
 
         decode_body has checked the rows' count, the table, column and tag names, each tag index and each time
         offset (``ts``, ``start``). Two checks remain here, because the decoder does not make them: string
@@ -571,6 +582,8 @@ class ReceiverStore:
                 out.append((batch.gw, batch.seq, name, tag, ts, data))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
+            elif name == OUTAGE_TABLE:
+                self._declare_outages(batch, table)
             elif name == CATALOG_TABLE:
                 self._store_catalog(batch, table)
             else:
@@ -600,6 +613,22 @@ class ReceiverStore:
                 "INSERT INTO declared_gaps (gw, gap_seq, first_seq, last_seq, batches, records, from_ms, "
                 "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(_json_value(tags))))
+
+    def _declare_outages(self, batch: wire.Batch, table: wire.Table) -> None:
+        """Each ``outage`` row as a declared collection gap: a time, not seqs, so it never changes ``missing``.
+        A row that is not ``from_ms <= to_ms`` (ints in [0, 2**53]), a text reason and a list of tag names is
+        a malformed body."""
+        rows = []
+        for r in table.rows:
+            o = dict(zip(table.cols, r, strict=False))
+            start, end, reason, tags = o.get("from_ms"), o.get("to_ms"), o.get("reason"), o.get("tags")
+            if not (type(start) is int and type(end) is int and 0 <= start <= end <= MAX_TIME_MS
+                    and isinstance(reason, str) and isinstance(tags, list)
+                    and all(isinstance(t, str) for t in tags)):
+                raise _Refusal("body", f"malformed outage row in batch seq {batch.seq}", _claims(batch))
+            rows.append((batch.gw, batch.seq, start, end, reason, json.dumps(tags)))
+        self._db.executemany("INSERT INTO declared_outages (gw, gap_seq, from_ms, to_ms, reason, tags) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def _store_catalog(self, batch: wire.Batch, table: wire.Table) -> None:
         """One catalogue version: this batch's seq names it. A value of the wrong type is kept as NULL here
@@ -719,8 +748,8 @@ class ReceiverStore:
         return [r[0] for r in rows]
 
     def report(self) -> dict[str, Any]:
-        """Per gateway: what was stored, duplicated, refused (and by whose key), broken, missing and declared
-        lost, and the status of its registered keys.
+        """Per gateway: what was stored, duplicated, refused (and by whose key), broken, missing, declared
+        lost (batches) and declared not collected (time), and the status of its registered keys.
 
         ``missing`` is every seq from 1 to the highest stored seq that is neither stored nor inside a declared
         gap; a refused seq is therefore also missing until a valid copy arrives.
@@ -745,6 +774,8 @@ class ReceiverStore:
                                     "NULL GROUP BY signer_kid ORDER BY 1", (gw,)).fetchall())
         breaks = [{"seq": s, "reason": r} for s, r in
                   db.execute("SELECT seq, reason FROM chain_breaks WHERE gw=? ORDER BY seq", (gw,))]
+        outages = db.execute("SELECT from_ms, to_ms, reason, json_array_length(tags) FROM declared_outages "
+                             "WHERE gw=? ORDER BY from_ms, gap_seq", (gw,)).fetchall()
         gaps = db.execute("SELECT first_seq, last_seq, batches, records, reason FROM declared_gaps "
                           "WHERE gw=? ORDER BY first_seq, gap_seq", (gw,)).fetchall()
         return {
@@ -758,6 +789,7 @@ class ReceiverStore:
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],
                                "reason": g[4]} for g in gaps],
+            "declared_outages": [{"from_ms": a, "to_ms": b, "reason": r, "tags_count": n} for a, b, r, n in outages],
             "last_seq": last_seq,
             "keys": [{k: v for k, v in e.as_dict(now).items() if k not in ("gw", "key", "alg")}
                      for e in self.registry.entries(gw)],

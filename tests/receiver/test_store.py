@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore
-from tests.receiver.chain import Chain, register
+from tests.receiver.chain import T0, Chain, register
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
                       "refusals": {"frames": 0, "deliveries": 0, "by_cause": {}, "by_signer": {}},
-                      "missing": [], "declared_gaps": [], "last_seq": 3,
+                      "missing": [], "declared_gaps": [], "declared_outages": [], "last_seq": 3,
                       "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
 
@@ -216,6 +216,40 @@ def test_declared_gap_covers_only_its_range(store: ReceiverStore,
         store.ingest(f)
 
     assert _gw(store)["missing"] == [[4, 4]]
+
+
+def test_declared_outage_is_a_collection_gap_not_records(store: ReceiverStore, signer: BatchSigner) -> None:
+    """Outage rows of a gap batch are recorded as declared collection gaps: in the report and table
+    declared_outages, counted as no measurement record, and changing nothing about missing seqs."""
+    chain = Chain(signer)
+    store.ingest(chain.data(rows=2).frame)
+    store.ingest(chain.outage([T0 + 5_000, T0 + 65_000, "unclean_stop", ["plc1.ch4", "plc1.co"]]).frame)
+    store.ingest(chain.data(rows=2).frame)
+
+    report = _gw(store)
+    assert report["declared_outages"] == [{"from_ms": T0 + 5_000, "to_ms": T0 + 65_000, "reason": "unclean_stop",
+                                           "tags_count": 2}]
+    assert (report["batches"], report["records"], report["missing"], report["declared_gaps"]) == (3, 4, [], [])
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT gw, gap_seq, tags FROM declared_outages").fetchall() == [
+            ("gw-01", 2, '["plc1.ch4", "plc1.co"]')]
+
+
+@pytest.mark.parametrize(("scenario", "row", "cause"), [
+    ("ends before it starts", [T0 + 2, T0 + 1, "unclean_stop", []], "body"),
+    ("start as text", [str(T0), T0 + 1, "unclean_stop", []], "bounds"),  # from_ms places a row: every table
+    ("end as text", [T0, str(T0), "unclean_stop", []], "body"),
+    ("end beyond 2**53", [T0, 2**53 + 1, "unclean_stop", []], "bounds"),  # so is the header t1 enclosing it
+    ("no reason", [T0, T0 + 1, None, []], "body"),
+    ("tags not names", [T0, T0 + 1, "unclean_stop", [1, 2]], "body"),
+])
+def test_malformed_outage_row_refuses_the_batch(store: ReceiverStore, signer: BatchSigner, scenario: str,
+                                                row: list[object], cause: str) -> None:
+    """An outage row that is not a well-formed period refuses its batch whole, nothing of it kept."""
+    result = store.ingest(Chain(signer).outage(row).frame)
+
+    assert (result.status, result.cause, result.ackable) == ("rejected", cause, False), scenario
+    assert (list(store.records()), _gw(store)["declared_outages"]) == ([], [])
 
 
 def test_wrong_prev_is_a_chain_break(store: ReceiverStore, signer: BatchSigner) -> None:
