@@ -7,11 +7,13 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
   checks each frame (bounds, topic, kind, the key registry of :mod:`backend.registry`, the signature),
   decides *stored* / *duplicate* / *rejected*, and answers "what do we have, what is missing, what did the
   gateway declare lost, what did we refuse, from whom and why" (:meth:`ReceiverStore.report`).
-* :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session), feeds the store and,
-  only after the store's commit, acknowledges: the MQTT PUBACK to the broker (manual acknowledgement, so a
-  receiver crash before the commit makes the broker deliver again) and, given the archive key, the signed ack
-  on ``<prefix>/<gw>/ack`` (:mod:`agent.protocol.acks`) that lets the gateway delete the batch from its
-  buffer. An ack names hash-linked runs of batches, so it can only be produced from what the store holds.
+* :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session) and feeds the store.
+  Only after the store's commit does it send the MQTT PUBACK for every message (manual acknowledgement, so a
+  receiver crash before the commit makes the broker deliver again; a refused frame is decided and recorded,
+  so the broker may forget it too) and, given the archive key, the signed ack on ``<prefix>/<gw>/ack``
+  (:mod:`agent.protocol.acks`) that lets the gateway delete batches from its buffer: for stored and
+  duplicate batches only, never for a refused frame. An ack names hash-linked runs of batches, so it can
+  only be produced from what the store holds.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
 overtake data batches, and a backlog drained after an outage arrives after live data. When seq ``n`` is
