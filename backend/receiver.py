@@ -100,7 +100,11 @@ log = structlog.get_logger(__name__)
 
 UNKNOWN_GATEWAY = "unknown"
 
-_KEPT_UNPARSED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES or that does not parse, only this is kept
+# Of a refused frame the archive keeps its first 64 KiB (with its SHA-256 and full length), except a frame refused
+# for its key or signature, which reverify() needs whole (at most MAX_FRAME_BYTES, or it would not have opened).
+# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk.
+_KEPT_REFUSED_BYTES = 65_536
+_KEPT_WHOLE: frozenset[str] = frozenset({"unknown_key", "wrong_gateway", "signature"})
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
@@ -108,7 +112,7 @@ CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
                 "revoked", "signature", "seq_reused", "body"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -149,7 +153,8 @@ CREATE TABLE IF NOT EXISTS rejected (
     received_at INTEGER NOT NULL,   -- first arrival
     times       INTEGER NOT NULL DEFAULT 1,   -- how often this exact frame arrived
     frame_hash  BLOB    NOT NULL UNIQUE,      -- SHA-256 of the whole frame
-    frame       BLOB    NOT NULL
+    frame       BLOB    NOT NULL,   -- the whole frame if refused for its key or signature, else its first 64 KiB
+    frame_length INTEGER NOT NULL DEFAULT 0   -- the whole frame's length in bytes
 );
 CREATE TABLE IF NOT EXISTS chain_breaks (
     gw          TEXT    NOT NULL,
@@ -199,10 +204,11 @@ CREATE TABLE IF NOT EXISTS catalog (  -- each gateway's signed tag catalogues, o
     PRIMARY KEY (gw, cat_seq, tag)
 ) WITHOUT ROWID;
 """
-# What a database of format version 1 lacks; added in place when it is opened (docs/protocol.md §6).
+# What a database of an older format (1 or 2) lacks; added in place when it is opened (docs/protocol.md §6).
 _ADDED_COLUMNS = {
     "batches": [("cat", "INTEGER NOT NULL DEFAULT 0")],
-    "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT")],
+    "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT"),
+                 ("frame_length", "INTEGER NOT NULL DEFAULT 0")],
 }
 _INDEXES = "CREATE INDEX IF NOT EXISTS rejected_by_gw ON rejected (gw, cause);"
 
@@ -426,6 +432,8 @@ class ReceiverStore:
                 self._db.execute("UPDATE rejected SET claimed_gw = ?, claimed_seq = ?, signer_kid = ? WHERE id = ?",
                                  (claims.gw, claims.seq, claims.kid, row_id))
             self._db.execute("UPDATE rejected SET cause = 'seq_reused' WHERE cause = 'content'")
+            # Older formats kept refused frames whole (format 2: all but unparsable ones, cut to 64 KiB).
+            self._db.execute("UPDATE rejected SET frame_length = length(frame) WHERE frame_length = 0")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -675,15 +683,16 @@ class ReceiverStore:
         bump ``times``. Never ackable."""
         claims = refusal.claims
         gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
-        # A frame that does not parse cannot be verified later: a prefix is evidence enough of what it was.
-        whole = refusal.cause != "format" and len(frame) <= MAX_FRAME_BYTES
-        kept = frame if whole else frame[:_KEPT_UNPARSED_BYTES]
+        # Only a frame refused for its key or signature can turn out genuine later (reverify); of any other, a
+        # prefix with the whole frame's hash and length is evidence enough of what it was.
+        whole = refusal.cause in _KEPT_WHOLE and len(frame) <= MAX_FRAME_BYTES
+        kept = frame if whole else frame[:_KEPT_REFUSED_BYTES]
         self._db.execute(
             "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
-            "frame_hash, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (frame_hash) DO UPDATE SET times = times + 1",
             (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now,
-             hashlib.sha256(frame).digest(), kept),
+             hashlib.sha256(frame).digest(), kept, len(frame)),
         )
         return IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
                             signer=claims.kid)
@@ -768,8 +777,9 @@ class ReceiverStore:
                     for s, c, r, g, k, n in reversed(db.execute(
                         "SELECT claimed_seq, cause, reason, claimed_gw, signer_kid, times FROM rejected "
                         "WHERE gw=? ORDER BY id DESC LIMIT ?", (gw, REPORT_REFUSALS)).fetchall())]
-        frames, deliveries = db.execute("SELECT COUNT(*), COALESCE(SUM(times), 0) FROM rejected WHERE gw=?",
-                                        (gw,)).fetchone()
+        frames, deliveries, sent, kept = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
+            "COALESCE(SUM(length(frame)), 0) FROM rejected WHERE gw=?", (gw,)).fetchone()
         by_cause = dict(db.execute("SELECT cause, COUNT(*) FROM rejected WHERE gw=? GROUP BY cause ORDER BY 1",
                                    (gw,)).fetchall())
         by_signer = dict(db.execute("SELECT signer_kid, COUNT(*) FROM rejected WHERE gw=? AND signer_kid IS NOT "
@@ -785,8 +795,8 @@ class ReceiverStore:
             "records": records,
             "duplicates": dup[0] if dup else 0,
             "rejected": rejected,
-            "refusals": {"frames": frames, "deliveries": deliveries, "by_cause": by_cause,
-                         "by_signer": by_signer},
+            "refusals": {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
+                         "by_cause": by_cause, "by_signer": by_signer},
             "chain_breaks": breaks,
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],

@@ -7,7 +7,9 @@ The fuzz test at the end feeds random and mutated frames to ``ReceiverStore.inge
 
 from __future__ import annotations
 
+import hashlib
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,6 +210,30 @@ def test_every_hostile_frame_in_one_commit_with_genuine_ones(store: ReceiverStor
     assert results[middle].status == "stored"
     assert [r.status for i, r in enumerate(results) if i != middle] == ["rejected"] * len(hostile)
     assert store.report()["gateways"]["gw-B"]["batches"] == 4
+
+
+def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverStore) -> None:
+    """Distinct large frames refused for what they are (a key holder's undecodable 1 MiB bodies, frames over
+    16 MiB, 1 MiB of garbage): the archive keeps 64 KiB of each, with its hash and full length, and the report
+    counts every byte sent. A frame refused for its key is kept whole, so reverify can decide it again."""
+    rng = random.Random(15)
+    flood = [*[(_signed(KEY_A, body=rng.randbytes(1 << 20), enc="none", seq=10 + i), "gw-A", "data")
+               for i in range(20)],
+             *[(bytes([i]) * (16 * 1024 * 1024 + 1), "gw-A", "data") for i in range(3)],
+             *[(b"\xc1" + rng.randbytes(1 << 20), "gw-A", "data") for _ in range(10)]]
+    unknown = _signed(STRANGER, body=rng.randbytes(1 << 20), enc="none", seq=99)
+    results = store.ingest_many([*flood, (unknown, "gw-A", "data")])
+
+    assert {r.cause for r in results[:-1]} == {"body", "bounds", "format"}
+    assert results[-1].cause == "unknown_key"
+    refusals = store.report()["gateways"]["gw-A"]["refusals"]
+    assert refusals["frames"] == len(flood) + 1
+    assert refusals["bytes"] == sum(len(f) for f, _, _ in flood) + len(unknown)
+    assert refusals["kept_bytes"] == 65_536 * len(flood) + len(unknown)
+    with sqlite3.connect(store.path) as db:
+        kept = dict(db.execute("SELECT frame_hash, frame FROM rejected WHERE gw = 'gw-A'").fetchall())
+    assert kept[hashlib.sha256(unknown).digest()] == unknown
+    assert all(kept[hashlib.sha256(f).digest()] == f[:65_536] for f, _, _ in flood)
 
 
 # ---------------------------------------------------------------------- fuzzing

@@ -42,7 +42,8 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     report = _gw(store)
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
-                      "refusals": {"frames": 0, "deliveries": 0, "by_cause": {}, "by_signer": {}},
+                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "by_cause": {},
+                                   "by_signer": {}},
                       "missing": [], "declared_gaps": [], "declared_outages": [], "last_seq": 3,
                       "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
@@ -371,17 +372,19 @@ CREATE TABLE rejected (id INTEGER PRIMARY KEY, gw TEXT NOT NULL, seq INTEGER, ca
 
 def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: BatchSigner) -> None:
     """A receiver database written by format version 1 opens: its refusals gain claimed gateway, seq and signer
-    (read from the kept frame), 'content' becomes 'seq_reused', and new frames are stored beside the old."""
+    (read from the kept frame) and the length of the kept (whole) frame, 'content' becomes 'seq_reused', and new
+    frames are stored beside the old."""
     path = tmp_path / "v1.sqlite"
     chain = Chain(signer)
     first, second = chain.data(), chain.data()
+    refused = Chain(signer).data(value=9.0).frame
     with sqlite3.connect(path) as db:
         db.executescript(V1_TABLES)
         db.execute("INSERT INTO batches VALUES ('gw-01', 1, ?, ?, 'data', 1, 2, 3, ?, 4, 2, ?)",
                    (first.hash, first.prev, signer.kid, first.frame))
         db.execute("INSERT INTO rejected (gw, seq, cause, reason, received_at, frame_hash, frame) "
                    "VALUES ('gw-01', 1, 'content', 'seq reused with different content', 5, ?, ?)",
-                   (b"h" * 32, Chain(signer).data(value=9.0).frame))
+                   (b"h" * 32, refused))
     with ReceiverStore(path) as store:
         register(store, signer)
         result = store.ingest(second.frame)
@@ -391,3 +394,4 @@ def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: Batc
     assert (report["batches"], report["missing"]) == (2, [])
     assert report["rejected"] == [{"seq": 1, "cause": "seq_reused", "reason": "seq reused with different content",
                                    "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]
+    assert (report["refusals"]["bytes"], report["refusals"]["kept_bytes"]) == (len(refused), len(refused))
