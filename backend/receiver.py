@@ -787,7 +787,7 @@ class ReceiverStore:
         breaks = [{"seq": s, "reason": r} for s, r in
                   db.execute("SELECT seq, reason FROM chain_breaks WHERE gw=? ORDER BY seq", (gw,))]
         outages = db.execute("SELECT from_ms, to_ms, reason, json_array_length(tags) FROM declared_outages "
-                             "WHERE gw=? ORDER BY from_ms, gap_seq", (gw,)).fetchall()
+                             "WHERE gw=? ORDER BY from_ms, gap_seq, rowid", (gw,)).fetchall()
         gaps = db.execute("SELECT first_seq, last_seq, batches, records, reason FROM declared_gaps "
                           "WHERE gw=? ORDER BY first_seq, gap_seq", (gw,)).fetchall()
         return {

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from agent.protocol import wire
 from agent.protocol.limits import MAX_TAG_CHARS
 from agent.protocol.signing import BatchSigner
+from agent.protocol.tables import OUTAGE_COLUMNS
 from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
 from tests.fuzzing import FUZZ_EXAMPLES
 from tests.receiver.chain import T0, Chain, register
@@ -306,3 +307,32 @@ def test_fuzz_mutation_sample_is_not_trivial() -> None:
             continue
     assert opened > 50
 
+
+
+_GOOD_OUTAGE = st.tuples(st.integers(0, 2**53), st.integers(0, 2**53), st.text(max_size=20),
+                         st.lists(st.text(min_size=1, max_size=20), max_size=3)).map(
+    lambda r: [min(r[0], r[1]), max(r[0], r[1]), r[2], r[3]])
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_GOOD_OUTAGE, st.lists(_VALUES, min_size=4, max_size=4)), min_size=1, max_size=4))
+def test_fuzz_outage_rows(rows: list[list[object]]) -> None:
+    """A gap batch signed by A's key whose outage rows hold anything: it is stored with exactly its rows as
+    declared collection gaps (each from_ms <= to_ms, counted as no record), or refused whole (body or bounds)."""
+    frame = _signed(KEY_A, body=wire.encode_body([], {"outage": wire.Table(OUTAGE_COLUMNS, rows)}, T0),
+                    kind="gap", seq=1)
+    with ReceiverStore(":memory:") as store:
+        register(store, KEY_A, "gw-A")
+        result = store.ingest(frame, topic_gw="gw-A", topic_kind="gap")
+        a = store.report()["gateways"]["gw-A"]
+
+    if result.status == "rejected":
+        assert result.cause in {"body", "bounds"}
+        assert a["declared_outages"] == []
+    else:
+        assert result.status == "stored"
+        assert a["records"] == 0
+        declared = sorted((o["from_ms"], o["to_ms"], o["reason"], o["tags_count"]) for o in a["declared_outages"])
+        assert declared == sorted((r[0], r[1], r[2], len(r[3])) for r in rows)  # type: ignore[arg-type]
+        assert all(o["from_ms"] <= o["to_ms"] for o in a["declared_outages"])
