@@ -74,7 +74,7 @@ class UplinkFactory(Protocol):
     """Makes the uplink for one ``[mqtt]`` configuration: ``agent.uplink.MqttUplink`` or its like."""
 
     def __call__(self, config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock,
-                 archive_keys: TrustStore | None) -> Any: ...
+                 archive_keys: TrustStore | None, catalogue: Callable[[], int]) -> Any: ...
 
 
 class DriverFactory(Protocol):
@@ -95,11 +95,12 @@ def disk_queue(path: Path, *, max_bytes: int, sync: str, min_free_bytes: int) ->
 
 
 def mqtt_uplink(config: MqttConfig, gateway_id: str, queue: Any, *, clock: Clock,
-                archive_keys: TrustStore | None) -> Any:
-    """The real uplink, imported on first use like the buffer."""
+                archive_keys: TrustStore | None, catalogue: Callable[[], int]) -> Any:
+    """The real uplink, imported on first use like the buffer. ``catalogue`` returns the seq of the tag
+    catalogue in force, for the status the uplink publishes."""
     from agent.uplink import MqttUplink
 
-    return MqttUplink(config, gateway_id, queue, clock=clock, archive_keys=archive_keys)
+    return MqttUplink(config, gateway_id, queue, clock=clock, archive_keys=archive_keys, catalogue=catalogue)
 
 
 def configured_tags(config: AgentConfig) -> list[str]:
@@ -221,6 +222,10 @@ class Agent:
         """Ask ``run()`` to shut down in order. Safe to call from a signal handler."""
         self._stop.set()
 
+    def _catalogue(self) -> int:
+        """The seq of the tag catalogue in force (0 before the batcher is open), for the uplink's status."""
+        return self.batcher.cat if self.batcher is not None else 0
+
     async def _shutdown(self) -> None:
         # A reload in progress finishes first (it could otherwise start drivers after they were stopped);
         # apply() refuses reloads from now on.
@@ -310,7 +315,7 @@ class Agent:
                 else:
                     result.started.append("uplink")
                 self.uplink = self._make_uplink(new.mqtt, new.gateway.id, self.queue, clock=self.clock,
-                                                archive_keys=archive_keys)
+                                                archive_keys=archive_keys, catalogue=self._catalogue)
                 self._uplink_task = self._tg.create_task(self.uplink.run(), name="uplink")
             elif archive_keys is not None:
                 self.uplink.use_archive_keys(archive_keys)  # same [mqtt]; the file itself may have changed

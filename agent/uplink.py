@@ -30,9 +30,9 @@ Why it is built this way (MQTT 3.1.1 §4.3.2 QoS 1; aiomqtt 2.5 / paho 2.2, see 
   will, also retained, says ``offline``; a clean shutdown publishes ``offline`` itself. Every status also says
   whether the gateway is getting its batches stored and out (``publishing``) and if not, why (``reason``):
   the buffer's condition (``disk_full``, ``buffer_full``, ``dropping``, ``store_error``), ``link`` in the
-  last will, ``stopped`` after a clean shutdown. While connected the buffer's condition is checked every
-  second and a new retained status is published when it changes, so "online" never hides a gateway that
-  stores nothing.
+  last will, ``stopped`` after a clean shutdown, and the seq of the tag catalogue in force (``cat``). While
+  connected the buffer's condition and the catalogue are checked every second and a new retained status is
+  published when either changes, so "online" never hides a gateway that stores nothing.
 
 Lanes (the replay order after an outage). Every free publish slot is filled by, in order:
 
@@ -57,6 +57,7 @@ import bisect
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,9 @@ class MqttUplink:
     ``run()`` runs until cancelled; it never returns or raises on broker trouble (that is an outage, logged
     once, retried with backoff), nor on anything published on its ack topic. Construct it with the loaded
     :class:`config.schema.MqttConfig`; in backend mode ``archive_keys`` are the archive's public keys
-    (:func:`load_archive_keys`, read from ``archive_keys_file`` when not given).
+    (:func:`load_archive_keys`, read from ``archive_keys_file`` when not given). ``catalogue`` returns the seq
+    of the tag catalogue in force (the batcher's ``cat``), which every status carries; it is called, not
+    pushed, so the uplink needs nothing of the batcher but this number (default: always 0).
     """
 
     def __init__(
@@ -146,8 +149,10 @@ class MqttUplink:
         *,
         clock: Clock | None = None,
         archive_keys: TrustStore | None = None,
+        catalogue: Callable[[], int] | None = None,
     ) -> None:
         self._config = config
+        self._catalogue = catalogue or _no_catalogue
         self._gw = gateway_id
         self._queue = queue
         self._clock: Clock = clock or SystemClock()
@@ -178,7 +183,8 @@ class MqttUplink:
         self._ever_connected = False
         self._outage_started: float | None = None
         self._dropped_in_flight = 0
-        self._announced: str | None = None  # the buffer condition the last "online" status carried
+        # The buffer condition and catalogue seq the last "online" status carried.
+        self._announced: tuple[str | None, int] = (None, 0)
         # kind of refused ack -> (monotonic time of its last log line, refusals since that line)
         self._ack_refusals: dict[str, tuple[float, int]] = {}
 
@@ -286,7 +292,8 @@ class MqttUplink:
             # this timeout is a backstop for a read that hangs (a stalled network file system).
             async with timeout(cfg.connect_timeout_s + 5.0):
                 client = await create_client(self._settings, will=LastWill(
-                    self.status_topic, _status("offline", self._clock, publishing=False, reason="link")))
+                    self.status_topic, _status("offline", self._clock, publishing=False, reason="link",
+                                               cat=self._catalogue())))
         except (AgentError, OSError, ValueError) as exc:
             self.stats.connect_failures += 1
             raise _LinkFailed(f"cannot prepare the connection: {exc}",
@@ -298,9 +305,9 @@ class MqttUplink:
                 await cancellable(client.__aenter__())
                 if self._backend_mode:
                     await client.subscribe(self.ack_topic, qos=1, timeout=cfg.publish_timeout_s)
-                self._announced = self._queue.condition
-                await client.publish(self.status_topic, self._online_status(self._announced), qos=1, retain=True,
-                                     timeout=cfg.publish_timeout_s)
+                self._announced = (self._queue.condition, self._catalogue())
+                await client.publish(self.status_topic, self._online_status(*self._announced), qos=1,
+                                     retain=True, timeout=cfg.publish_timeout_s)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
             drop_client(client)
             self.stats.connect_failures += 1
@@ -316,7 +323,8 @@ class MqttUplink:
         with contextlib.suppress(Exception):
             async with timeout(SHUTDOWN_TIMEOUT_S):
                 await client.publish(self.status_topic,
-                                     _status("offline", self._clock, publishing=False, reason="stopped"),
+                                     _status("offline", self._clock, publishing=False, reason="stopped",
+                                             cat=self._catalogue()),
                                      qos=1, retain=True, timeout=SHUTDOWN_TIMEOUT_S)
                 await client.__aexit__(None, None, None)
 
@@ -331,25 +339,26 @@ class MqttUplink:
             raise _LinkFailed(f"connection to {self.broker} lost: {_describe(exc)}") from exc
         raise _LinkFailed(f"connection to {self.broker} closed")
 
-    def _online_status(self, condition: str | None) -> bytes:
-        return _status("online", self._clock, publishing=condition is None, reason=condition)
+    def _online_status(self, condition: str | None, cat: int) -> bytes:
+        return _status("online", self._clock, publishing=condition is None, reason=condition, cat=cat)
 
     async def _watch_status(self, client: aiomqtt.Client) -> None:
         """Publishes a new retained status when the buffer's condition changes (disk full, buffer full, data
-        being dropped, and back), so the backend learns it without waiting for a reconnect."""
+        being dropped, and back) or a new tag catalogue comes in force, so the backend learns it without
+        waiting for a reconnect."""
         while True:
             await self._clock.sleep(IDLE_POLL_S)
-            condition = self._queue.condition
-            if condition == self._announced:
+            now = (self._queue.condition, self._catalogue())
+            if now == self._announced:
                 continue
             try:
-                await client.publish(self.status_topic, self._online_status(condition), qos=1, retain=True,
+                await client.publish(self.status_topic, self._online_status(*now), qos=1, retain=True,
                                      timeout=self._config.publish_timeout_s)
             except aiomqtt.MqttError as exc:
                 raise _LinkFailed(f"status publish failed: {_describe(exc)}") from exc
-            self._log.info("uplink_status_changed", publishing=condition is None, reason=condition,
-                           previous=self._announced)
-            self._announced = condition
+            self._log.info("uplink_status_changed", publishing=now[0] is None, reason=now[0], cat=now[1],
+                           previous=self._announced[0])
+            self._announced = now
 
     async def _watch_data(self) -> None:
         """Wakes the pump when the batcher appends, so an idle uplink does not poll."""
@@ -621,11 +630,15 @@ def load_archive_keys(config: MqttConfig) -> TrustStore | None:
     return keys
 
 
-def _status(state: str, clock: Clock, *, publishing: bool, reason: str | None) -> bytes:
+def _status(state: str, clock: Clock, *, publishing: bool, reason: str | None, cat: int) -> bytes:
     """The retained status document (docs/protocol.md §2): ``publishing`` false with a ``reason`` whenever the
-    gateway is not getting its batches stored and out."""
-    return json.dumps({"state": state, "ts": int(clock.time() * 1000), "publishing": publishing, "reason": reason},
-                      separators=(",", ":")).encode()
+    gateway is not getting its batches stored and out; ``cat`` the seq of the tag catalogue in force."""
+    return json.dumps({"state": state, "ts": int(clock.time() * 1000), "publishing": publishing, "reason": reason,
+                       "cat": cat}, separators=(",", ":")).encode()
+
+
+def _no_catalogue() -> int:
+    return 0
 
 
 class _RangeSet:

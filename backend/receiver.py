@@ -7,11 +7,13 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
   checks each frame (bounds, topic, kind, the key registry of :mod:`backend.registry`, the signature),
   decides *stored* / *duplicate* / *rejected*, and answers "what do we have, what is missing, what did the
   gateway declare lost, what did we refuse, from whom and why" (:meth:`ReceiverStore.report`).
-* :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session), feeds the store and,
-  only after the store's commit, acknowledges: the MQTT PUBACK to the broker (manual acknowledgement, so a
-  receiver crash before the commit makes the broker deliver again) and, given the archive key, the signed ack
-  on ``<prefix>/<gw>/ack`` (:mod:`agent.protocol.acks`) that lets the gateway delete the batch from its
-  buffer. An ack names hash-linked runs of batches, so it can only be produced from what the store holds.
+* :class:`Receiver` subscribes to ``<prefix>/+/batch/#`` (QoS 1, persistent session) and feeds the store.
+  Only after the store's commit does it send the MQTT PUBACK for every message (manual acknowledgement, so a
+  receiver crash before the commit makes the broker deliver again; a refused frame is decided and recorded,
+  so the broker may forget it too) and, given the archive key, the signed ack on ``<prefix>/<gw>/ack``
+  (:mod:`agent.protocol.acks`) that lets the gateway delete batches from its buffer: for stored and
+  duplicate batches only, never for a refused frame. An ack names hash-linked runs of batches, so it can
+  only be produced from what the store holds.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
 overtake data batches, and a backlog drained after an outage arrives after live data. When seq ``n`` is
@@ -59,14 +61,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import msgpack
 import structlog
 
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable
 from agent.core.clock import Clock, SystemClock
-from agent.core.errors import AgentError, WireFormatError
+from agent.core.errors import AgentError, WireBoundsError, WireFormatError
 from agent.protocol import acks, wire
+from agent.protocol.limits import (
+    MAX_FRAME_BYTES,
+    MAX_ID_CHARS,
+    MAX_REASON_CHARS,
+    MAX_SEQ,
+    MAX_STRING_CHARS,
+    MAX_TIME_MS,
+)
 from agent.protocol.mqtt import (
     BrokerAddress,
     BrokerSettings,
@@ -76,22 +85,26 @@ from agent.protocol.mqtt import (
     parse_broker_url,
 )
 from agent.protocol.signing import BatchSigner
-from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE, GAP_TABLE, KINDS, ROW_TIME_COLUMNS, TAG_COLUMN
+from agent.protocol.tables import (
+    CATALOG_COLUMNS,
+    CATALOG_TABLE,
+    GAP_TABLE,
+    OFFSET_COLUMNS,
+    OUTAGE_TABLE,
+    ROW_TIME_COLUMNS,
+    TAG_COLUMN,
+)
 from backend.registry import KeyRefused, KeyRegistry
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_GATEWAY = "unknown"
 
-# The bounds of docs/protocol.md §3 (the same values as agent.protocol.limits, which the frame code enforces).
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-MAX_ROWS_PER_BATCH = 200_000
-MAX_STRING_CHARS = 4096
-MAX_ID_CHARS = 128
-MAX_SEQ = 2**63 - 1
-MAX_TIME_MS = 2**53
-MAX_REASON_CHARS = 200
-_KEPT_UNPARSED_BYTES = 65_536  # of a frame over MAX_FRAME_BYTES or that does not parse, only this is kept
+# Of a refused frame the archive keeps its first 64 KiB (with its SHA-256 and full length), except a frame refused
+# for its key or signature, which reverify() needs whole (at most MAX_FRAME_BYTES, or it would not have opened).
+# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk.
+_KEPT_REFUSED_BYTES = 65_536
+_KEPT_WHOLE: frozenset[str] = frozenset({"unknown_key", "wrong_gateway", "signature"})
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
@@ -99,7 +112,7 @@ CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
                 "revoked", "signature", "seq_reused", "body"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -113,7 +126,7 @@ CREATE TABLE IF NOT EXISTS batches (
     created     INTEGER NOT NULL,
     kid         TEXT    NOT NULL,
     received_at INTEGER NOT NULL,   -- Unix ms, receiver clock
-    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but "gap" and "catalog")
+    records     INTEGER NOT NULL,   -- rows of measurement tables (every table but gap, outage and catalog)
     frame       BLOB    NOT NULL,   -- the frame exactly as received: the evidence, verifiable by anyone
     cat         INTEGER NOT NULL DEFAULT 0,   -- the seq of the tag catalogue the batch refers to (0: none)
     PRIMARY KEY (gw, seq)
@@ -140,7 +153,8 @@ CREATE TABLE IF NOT EXISTS rejected (
     received_at INTEGER NOT NULL,   -- first arrival
     times       INTEGER NOT NULL DEFAULT 1,   -- how often this exact frame arrived
     frame_hash  BLOB    NOT NULL UNIQUE,      -- SHA-256 of the whole frame
-    frame       BLOB    NOT NULL
+    frame       BLOB    NOT NULL,   -- the whole frame if refused for its key or signature, else its first 64 KiB
+    frame_length INTEGER NOT NULL DEFAULT 0   -- the whole frame's length in bytes
 );
 CREATE TABLE IF NOT EXISTS chain_breaks (
     gw          TEXT    NOT NULL,
@@ -162,6 +176,15 @@ CREATE TABLE IF NOT EXISTS declared_gaps (
     tags      TEXT    NOT NULL      -- JSON list of full tag names
 );
 CREATE INDEX IF NOT EXISTS declared_gaps_by_gw ON declared_gaps (gw, first_seq);
+CREATE TABLE IF NOT EXISTS declared_outages (  -- time the gateway declared it was not collecting (outage rows)
+    gw        TEXT    NOT NULL,
+    gap_seq   INTEGER NOT NULL,     -- the gap batch that declared it
+    from_ms   INTEGER NOT NULL,
+    to_ms     INTEGER NOT NULL,
+    reason    TEXT    NOT NULL,
+    tags      TEXT    NOT NULL      -- JSON list of full tag names
+);
+CREATE INDEX IF NOT EXISTS declared_outages_by_gw ON declared_outages (gw, from_ms);
 CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
@@ -181,10 +204,11 @@ CREATE TABLE IF NOT EXISTS catalog (  -- each gateway's signed tag catalogues, o
     PRIMARY KEY (gw, cat_seq, tag)
 ) WITHOUT ROWID;
 """
-# What a database of format version 1 lacks; added in place when it is opened (docs/protocol.md §6).
+# What a database of an older format (1 or 2) lacks; added in place when it is opened (docs/protocol.md §6).
 _ADDED_COLUMNS = {
     "batches": [("cat", "INTEGER NOT NULL DEFAULT 0")],
-    "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT")],
+    "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT"),
+                 ("frame_length", "INTEGER NOT NULL DEFAULT 0")],
 }
 _INDEXES = "CREATE INDEX IF NOT EXISTS rejected_by_gw ON rejected (gw, cause);"
 
@@ -242,6 +266,12 @@ def _reason(text: str) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
 
 
+def _wire_cause(exc: WireFormatError, malformed: Cause) -> Cause:
+    """``bounds`` for a value beyond a bound of agent.protocol.limits, else ``malformed`` (``format`` for the
+    frame, ``body`` for its body)."""
+    return "bounds" if isinstance(exc, WireBoundsError) else malformed
+
+
 def _wire_reason(exc: WireFormatError) -> str:
     """The frame code's reason, unless it wraps another library's error: that one's text may quote the
     frame's or body's bytes (a repr of the data it choked on), so only the error's kind is kept."""
@@ -258,17 +288,13 @@ def _is_id(v: object) -> bool:
 
 
 def _peek(frame: bytes) -> _Claims:
-    """The gateway, seq and key a frame that did not open names, as far as they can be read safely."""
-    try:
-        outer = msgpack.unpackb(frame, raw=False)
-        header = msgpack.unpackb(outer[1], raw=False) if isinstance(outer, list) and len(outer) == 3 else None
-    except Exception:  # best effort on bytes already refused: any failure means unreadable
-        return _Claims()
-    if not isinstance(header, dict):
-        return _Claims()
-    gw, seq, kid = header.get("gw"), header.get("seq"), header.get("kid")
-    return _Claims(gw if _is_id(gw) else None, seq if _is_int(seq, 1, MAX_SEQ) else None,
-                   kid if _is_id(kid) else None)
+    """The gateway, seq and key a frame that did not open claims, each only if readable and within its bound
+    (:func:`agent.protocol.wire.claimed_identity`, which never raises)."""
+    return _Claims(*wire.claimed_identity(frame))
+
+
+def _claims(batch: wire.Batch) -> _Claims:
+    return _Claims(batch.gw, batch.seq, batch.kid)
 
 
 class _Throttle:
@@ -406,6 +432,8 @@ class ReceiverStore:
                 self._db.execute("UPDATE rejected SET claimed_gw = ?, claimed_seq = ?, signer_kid = ? WHERE id = ?",
                                  (claims.gw, claims.seq, claims.kid, row_id))
             self._db.execute("UPDATE rejected SET cause = 'seq_reused' WHERE cause = 'content'")
+            # Older formats kept refused frames whole (format 2: all but unparsable ones, cut to 64 KiB).
+            self._db.execute("UPDATE rejected SET frame_length = length(frame) WHERE frame_length = 0")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -485,19 +513,18 @@ class ReceiverStore:
 
     def _ingest_one(self, frame: bytes, topic_gw: str | None, topic_kind: str | None,
                     arrival: int) -> IngestResult:
-        if len(frame) > MAX_FRAME_BYTES:
-            raise _Refusal("bounds", f"frame of {len(frame)} bytes, the limit is {MAX_FRAME_BYTES}", _Claims())
+        # Size, parse and every header value's type and bound (steps 1 to 3 of docs/protocol.md §6) are the
+        # frame code's: open_frame refuses a frame beyond a bound with WireBoundsError, anything else
+        # malformed with WireFormatError, and checks the kind against the protocol's list.
         try:
             batch = wire.open_frame(frame)
         except WireFormatError as exc:
-            raise _Refusal("format", _wire_reason(exc), _peek(frame)) from exc
-        except Exception as exc:  # values the frame code lets through as Python errors
-            raise _Refusal("format", f"malformed frame ({type(exc).__name__})", _peek(frame)) from exc
-        claims = _check_header(batch)
+            raise _Refusal(_wire_cause(exc, "format"), _wire_reason(exc), _peek(frame)) from exc
+        claims = _claims(batch)
         if topic_gw is not None and batch.gw != topic_gw:
             raise _Refusal("topic", f"frame of gateway {batch.gw!r} on the topic of gateway "
                                     f"{topic_gw[:MAX_ID_CHARS]!r}", claims)
-        if batch.kind not in KINDS or (topic_kind is not None and batch.kind != topic_kind):
+        if topic_kind is not None and batch.kind != topic_kind:
             raise _Refusal("kind", f"signed kind {batch.kind!r} on the topic kind "
                                    f"{(topic_kind or '')[:MAX_ID_CHARS]!r}", claims)
         try:
@@ -519,7 +546,7 @@ class ReceiverStore:
         try:
             records = self._store_rows(batch, wire.decode_body(batch))
         except WireFormatError as exc:
-            raise _Refusal("body", _wire_reason(exc), claims) from exc
+            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
         except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
             raise
         except Exception as exc:  # a body the decoder did not foresee
@@ -528,45 +555,45 @@ class ReceiverStore:
             "INSERT INTO batches (gw, seq, hash, prev, kind, t0, t1, created, kid, received_at, records, "
             "frame, cat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.gw, batch.seq, batch.hash, batch.prev, batch.kind, batch.t0, batch.t1, batch.created,
-             batch.kid, arrival, records, frame, _catalogue_ref(batch)),
+             batch.kid, arrival, records, frame, batch.cat),
         )
         breaks = self._check_links(batch, arrival)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
-        """Insert every row of every table; declare gap rows. Returns the measurement rows (not gap rows)."""
-        rows = sum(len(t.rows) for t in body.tables.values())
-        claims = _Claims(batch.gw, batch.seq, batch.kid)
-        if rows > MAX_ROWS_PER_BATCH:
-            raise _Refusal("bounds", f"{rows} rows, the limit is {MAX_ROWS_PER_BATCH}", claims)
+        """Insert every row of every table; record gap and outage rows as declared loss and catalog rows as a
+        catalogue version. Returns the measurement rows (those of every other table).
+
+        decode_body has checked the rows' count, the table, column and tag names, each tag index and each time
+        offset (``ts``, ``start``). Two checks remain here, because the decoder does not make them: string
+        values in characters (it bounds their UTF-8 bytes, on the length prefix, before decoding), and the
+        absolute time that places a row (``from_ms``), which a stored row's ``ts`` column is taken from."""
+        claims = _claims(batch)
         measurements = 0
         out: list[tuple[str, int, str, str | None, int, str]] = []
         for name, table in body.tables.items():
             cols = table.cols
-            if not _is_id(name) or not all(_is_id(c) for c in cols):
-                raise _Refusal("bounds", "a table or column name is empty or longer than "
-                                         f"{MAX_ID_CHARS} characters", claims)
             tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
             time_i = [i for i, c in enumerate(cols) if c in ROW_TIME_COLUMNS]
             ts_i = time_i[0] if time_i else -1
+            absolute_i = [i for i in time_i if cols[i] not in OFFSET_COLUMNS]
             for r in table.rows:
                 data = _row_json(cols, r)
                 if len(data) > MAX_STRING_CHARS:  # a shorter row cannot hold a string over the limit
                     _check_strings(r, name, claims)
-                tag = r[tag_i] if 0 <= tag_i < len(r) else None
-                if tag_i >= 0 and not (type(tag) is str and 0 < len(tag) <= MAX_ID_CHARS):
-                    raise _Refusal("bounds", f"a tag name in table {name!r} is empty, not text or longer than "
-                                             f"{MAX_ID_CHARS} characters", claims)
-                for i in time_i:
-                    v = r[i] if i < len(r) else None
+                for i in absolute_i:
+                    v = r[i]
                     if v is not None and not (type(v) is int and 0 <= v <= MAX_TIME_MS):
                         raise _Refusal("bounds", f"a time in table {name!r} is not an integer in [0, 2**53]",
                                        claims)
-                ts = r[ts_i] if 0 <= ts_i < len(r) and isinstance(r[ts_i], int) else batch.t0
+                tag = r[tag_i] if tag_i >= 0 else None
+                ts = r[ts_i] if ts_i >= 0 and type(r[ts_i]) is int else batch.t0
                 out.append((batch.gw, batch.seq, name, tag, ts, data))
             if name == GAP_TABLE:
                 self._declare_gaps(batch, table)
+            elif name == OUTAGE_TABLE:
+                self._declare_outages(batch, table)
             elif name == CATALOG_TABLE:
                 self._store_catalog(batch, table)
             else:
@@ -576,7 +603,7 @@ class ReceiverStore:
         return measurements
 
     def _declare_gaps(self, batch: wire.Batch, table: wire.Table) -> None:
-        claims = _Claims(batch.gw, batch.seq, batch.kid)
+        claims = _claims(batch)
         for r in table.rows:
             g = dict(zip(table.cols, r, strict=False))
             first, last = g.get("first_seq"), g.get("last_seq")
@@ -597,6 +624,22 @@ class ReceiverStore:
                 "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(_json_value(tags))))
 
+    def _declare_outages(self, batch: wire.Batch, table: wire.Table) -> None:
+        """Each ``outage`` row as a declared collection gap: a time, not seqs, so it never changes ``missing``.
+        A row that is not ``from_ms <= to_ms`` (ints in [0, 2**53]), a text reason and a list of tag names is
+        a malformed body."""
+        rows = []
+        for r in table.rows:
+            o = dict(zip(table.cols, r, strict=False))
+            start, end, reason, tags = o.get("from_ms"), o.get("to_ms"), o.get("reason"), o.get("tags")
+            if not (type(start) is int and type(end) is int and 0 <= start <= end <= MAX_TIME_MS
+                    and isinstance(reason, str) and isinstance(tags, list)
+                    and all(isinstance(t, str) for t in tags)):
+                raise _Refusal("body", f"malformed outage row in batch seq {batch.seq}", _claims(batch))
+            rows.append((batch.gw, batch.seq, start, end, reason, json.dumps(tags)))
+        self._db.executemany("INSERT INTO declared_outages (gw, gap_seq, from_ms, to_ms, reason, tags) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
     def _store_catalog(self, batch: wire.Batch, table: wire.Table) -> None:
         """One catalogue version: this batch's seq names it. A value of the wrong type is kept as NULL here
         (the row itself is in ``records`` as sent); a row without a tag is a malformed body."""
@@ -604,8 +647,8 @@ class ReceiverStore:
         for r in table.rows:
             c = dict(zip(table.cols, r, strict=False))
             if not _is_id(c.get(TAG_COLUMN)):
-                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag", _Claims(
-                    batch.gw, batch.seq, batch.kid))
+                raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag",
+                               _claims(batch))
             rows.append((batch.gw, batch.seq, *(_catalog_value(col, c.get(col)) for col in CATALOG_COLUMNS)))
         self._db.executemany(  # the columns of CATALOG_COLUMNS, in its order ("offset" is an SQL keyword)
             'INSERT OR REPLACE INTO catalog (gw, cat_seq, tag, unit, type, description, scale, "offset", low, '
@@ -640,15 +683,16 @@ class ReceiverStore:
         bump ``times``. Never ackable."""
         claims = refusal.claims
         gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
-        # A frame that does not parse cannot be verified later: a prefix is evidence enough of what it was.
-        whole = refusal.cause != "format" and len(frame) <= MAX_FRAME_BYTES
-        kept = frame if whole else frame[:_KEPT_UNPARSED_BYTES]
+        # Only a frame refused for its key or signature can turn out genuine later (reverify); of any other, a
+        # prefix with the whole frame's hash and length is evidence enough of what it was.
+        whole = refusal.cause in _KEPT_WHOLE and len(frame) <= MAX_FRAME_BYTES
+        kept = frame if whole else frame[:_KEPT_REFUSED_BYTES]
         self._db.execute(
             "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
-            "frame_hash, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (frame_hash) DO UPDATE SET times = times + 1",
             (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now,
-             hashlib.sha256(frame).digest(), kept),
+             hashlib.sha256(frame).digest(), kept, len(frame)),
         )
         return IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
                             signer=claims.kid)
@@ -715,8 +759,8 @@ class ReceiverStore:
         return [r[0] for r in rows]
 
     def report(self) -> dict[str, Any]:
-        """Per gateway: what was stored, duplicated, refused (and by whose key), broken, missing and declared
-        lost, and the status of its registered keys.
+        """Per gateway: what was stored, duplicated, refused (and by whose key), broken, missing, declared
+        lost (batches) and declared not collected (time), and the status of its registered keys.
 
         ``missing`` is every seq from 1 to the highest stored seq that is neither stored nor inside a declared
         gap; a refused seq is therefore also missing until a valid copy arrives.
@@ -733,14 +777,17 @@ class ReceiverStore:
                     for s, c, r, g, k, n in reversed(db.execute(
                         "SELECT claimed_seq, cause, reason, claimed_gw, signer_kid, times FROM rejected "
                         "WHERE gw=? ORDER BY id DESC LIMIT ?", (gw, REPORT_REFUSALS)).fetchall())]
-        frames, deliveries = db.execute("SELECT COUNT(*), COALESCE(SUM(times), 0) FROM rejected WHERE gw=?",
-                                        (gw,)).fetchone()
+        frames, deliveries, sent, kept = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
+            "COALESCE(SUM(length(frame)), 0) FROM rejected WHERE gw=?", (gw,)).fetchone()
         by_cause = dict(db.execute("SELECT cause, COUNT(*) FROM rejected WHERE gw=? GROUP BY cause ORDER BY 1",
                                    (gw,)).fetchall())
         by_signer = dict(db.execute("SELECT signer_kid, COUNT(*) FROM rejected WHERE gw=? AND signer_kid IS NOT "
                                     "NULL GROUP BY signer_kid ORDER BY 1", (gw,)).fetchall())
         breaks = [{"seq": s, "reason": r} for s, r in
                   db.execute("SELECT seq, reason FROM chain_breaks WHERE gw=? ORDER BY seq", (gw,))]
+        outages = db.execute("SELECT from_ms, to_ms, reason, json_array_length(tags) FROM declared_outages "
+                             "WHERE gw=? ORDER BY from_ms, gap_seq, rowid", (gw,)).fetchall()
         gaps = db.execute("SELECT first_seq, last_seq, batches, records, reason FROM declared_gaps "
                           "WHERE gw=? ORDER BY first_seq, gap_seq", (gw,)).fetchall()
         return {
@@ -748,12 +795,13 @@ class ReceiverStore:
             "records": records,
             "duplicates": dup[0] if dup else 0,
             "rejected": rejected,
-            "refusals": {"frames": frames, "deliveries": deliveries, "by_cause": by_cause,
-                         "by_signer": by_signer},
+            "refusals": {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
+                         "by_cause": by_cause, "by_signer": by_signer},
             "chain_breaks": breaks,
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],
                                "reason": g[4]} for g in gaps],
+            "declared_outages": [{"from_ms": a, "to_ms": b, "reason": r, "tags_count": n} for a, b, r, n in outages],
             "last_seq": last_seq,
             "keys": [{k: v for k, v in e.as_dict(now).items() if k not in ("gw", "key", "alg")}
                      for e in self.registry.entries(gw)],
@@ -810,32 +858,6 @@ class ReceiverStore:
         rows = self._db.execute('SELECT tag, unit, type, description, scale, "offset", low, high, location '
                                 "FROM catalog WHERE gw = ? AND cat_seq = ? ORDER BY tag", (gw, cat_seq))
         return {r[0]: dict(zip(CATALOG_COLUMNS[1:], r[1:], strict=True)) for r in rows}
-
-
-def _check_header(batch: wire.Batch) -> _Claims:
-    """Every header value of the type and in the range docs/protocol.md §3 gives it, as signed (not as the
-    frame code converted it: a seq sent as the text "7" is not the integer 7), or a ``bounds`` refusal."""
-    h = msgpack.unpackb(batch.signed, raw=False)
-    claims = _Claims(h["gw"] if _is_id(h.get("gw")) else None,
-                     h["seq"] if _is_int(h.get("seq"), 1, MAX_SEQ) else None,
-                     h["kid"] if _is_id(h.get("kid")) else None)
-    problems = [name for name, ok in (
-        ("gw", claims.gw is not None), ("seq", claims.seq is not None), ("kid", claims.kid is not None),
-        ("created", _is_int(h.get("created"), 0, MAX_TIME_MS)), ("t0", _is_int(h.get("t0"), 0, MAX_TIME_MS)),
-        ("t1", _is_int(h.get("t1"), 0, MAX_TIME_MS)), ("kind", _is_id(h.get("kind"))),
-        ("enc", _is_id(h.get("enc"))), ("alg", _is_id(h.get("alg"))),
-        ("prev", isinstance(h.get("prev"), bytes) and len(h["prev"]) == 32),
-        ("body", isinstance(h.get("body"), bytes)), ("cat", _is_int(h.get("cat", 0), 0, MAX_SEQ)),
-    ) if not ok]
-    if problems:
-        raise _Refusal("bounds", f"header values of the wrong type or out of range: {', '.join(problems)}", claims)
-    return claims
-
-
-def _catalogue_ref(batch: wire.Batch) -> int:
-    """The seq of the tag catalogue the batch refers to; 0 for none (and for frames of format version 1)."""
-    cat = getattr(batch, "cat", 0)  # format version 2 header field; absent from version 1 batches
-    return cat if isinstance(cat, int) else 0
 
 
 _CATALOG_NUMBERS = frozenset({"scale", "offset", "low", "high"})

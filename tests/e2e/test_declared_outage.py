@@ -10,6 +10,7 @@ import pytest
 
 from agent.demo.localbroker import Mosquitto
 from agent.demo.simulator import SimulatedPlc
+from backend.receiver import ReceiverStore
 from tests.e2e.harness import Gateway, Process, agent_process, log_events, modbus_device, wait_until
 from tests.e2e.test_spine import TAGS, _buffer_head, _drain, plc, receiver  # noqa: F401 - fixtures
 
@@ -40,15 +41,19 @@ def test_kill_9_then_restart_declares_the_collection_gap_at_the_receiver(
 
     (event,) = log_events(gw.root / "second.log", "batcher_outage_declared")
     with sqlite3.connect(gw.root / "receiver.sqlite") as db:
-        rows = [(seq, json.loads(data)) for seq, data in
-                db.execute("SELECT seq, data FROM records WHERE gw = ? AND tbl = 'outage'", (gw.id,))]
+        rows = db.execute("SELECT gap_seq, from_ms, to_ms, reason, tags FROM declared_outages WHERE gw = ?",
+                          (gw.id,)).fetchall()
         kinds = dict(db.execute("SELECT seq, kind FROM batches WHERE gw = ?", (gw.id,)).fetchall())
     assert len(rows) == 1
-    seq, row = rows[0]
+    seq, from_ms, to_ms, reason, tags = rows[0]
     assert seq == event["seq"]
     assert kinds[seq] == "gap"
-    assert row["reason"] == "unclean_stop"
-    assert row["from_ms"] == killed_at
-    assert killed_at <= row["to_ms"]
-    assert row["tags"] == sorted(f"plc1.{name}" for name, _, _ in TAGS)
+    assert reason == "unclean_stop"
+    assert from_ms == killed_at
+    assert killed_at <= to_ms
+    assert json.loads(tags) == sorted(f"plc1.{name}" for name, _, _ in TAGS)
     assert sorted(kinds) == list(range(1, last + 1))
+    with ReceiverStore(gw.root / "receiver.sqlite") as store:
+        report = store.report()["gateways"][gw.id]
+    assert report["declared_outages"] == [{"from_ms": from_ms, "to_ms": to_ms, "reason": "unclean_stop",
+                                           "tags_count": len(TAGS)}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
-from agent.protocol.tables import CATALOG_COLUMNS, GAP_COLUMNS
+from agent.protocol.tables import CATALOG_COLUMNS, GAP_COLUMNS, OUTAGE_COLUMNS
 from backend.receiver import ReceiverStore
 from backend.registry import entry_for
 
@@ -48,6 +48,14 @@ class Chain:
         row = [first, last, last - first + 1, records, T0, T0 + 1000, reason, ["plc1.ch4"]]
         body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [row])}, T0)
         return self._next("gap", body, T0, T0 + 1000)
+
+
+    def outage(self, *rows: list[object]) -> wire.Batch:
+        """A gap batch carrying only an ``outage`` table of ``rows`` (from_ms, to_ms, reason, tags)."""
+        times = [t for r in rows for t in r[:2] if isinstance(t, int)] or [T0]
+        t0, t1 = min(times), max(times)
+        body = wire.encode_body([], {"outage": wire.Table(OUTAGE_COLUMNS, [list(r) for r in rows])}, t0)
+        return self._next("gap", body, t0, t1)
 
 
 def register(store: ReceiverStore, signer: BatchSigner, gw: str = "gw-01", **validity: int) -> None:

@@ -7,7 +7,9 @@ The fuzz test at the end feeds random and mutated frames to ``ReceiverStore.inge
 
 from __future__ import annotations
 
+import hashlib
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.protocol import wire
+from agent.protocol.limits import MAX_TAG_CHARS
 from agent.protocol.signing import BatchSigner
+from agent.protocol.tables import OUTAGE_COLUMNS
 from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
 from tests.fuzzing import FUZZ_EXAMPLES
 from tests.receiver.chain import T0, Chain, register
@@ -75,35 +79,44 @@ HOLDS_A: list[tuple[str, list[Arrival], set[str]]] = [
     # Refused by the frame decoder itself: a kind outside the protocol's list is a malformed header.
     ("unknown kind", [(_signed(KEY_A, kind="evil"), "gw-A", "evil")], {"format"}),
     ("extra topic level", [(_signed(KEY_A), "gw-A", "data/x")], {"kind"}),
-    ("200 001 rows", [(_signed(KEY_A, body=_rows(200_001)), "gw-A", "data")], {"bounds", "body"}),
+    ("200 001 rows", [(_signed(KEY_A, body=_rows(200_001)), "gw-A", "data")], {"bounds"}),
     ("a 5000-character value", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
                                                                           [[0, 0, "x" * 5000]])}),
                                  "gw-A", "data")], {"bounds", "body"}),
-    ("a 200-character tag name", [(_signed(KEY_A, tags=["t" * 200]), "gw-A", "data")], {"bounds", "body"}),
+    ("a 258-character tag name", [(_signed(KEY_A, tags=["t" * (MAX_TAG_CHARS + 1)]), "gw-A", "data")],
+     {"bounds", "body"}),
     ("a 100 000-character gateway id", [(_signed(KEY_A, {"gw": "g" * 100_000}), "gw-A", "data")],
      {"bounds", "format", "topic"}),
-    ("seq 2**63", [(_signed(KEY_A, {"seq": 2**63}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq 0", [(_signed(KEY_A, {"seq": 0}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq inf", [(_signed(KEY_A, {"seq": float("inf")}), "gw-A", "data")], {"bounds", "format"}),
-    ("seq as text", [(_signed(KEY_A, {"seq": "7"}), "gw-A", "data")], {"bounds", "format"}),
-    ("int prev", [(_signed(KEY_A, {"prev": 2**40}), "gw-A", "data")], {"bounds", "format"}),
-    ("created -1", [(_signed(KEY_A, {"created": -1}), "gw-A", "data")], {"bounds", "format"}),
-    ("created 2**64", [(_signed(KEY_A, {"created": 2**64 - 1}), "gw-A", "data")], {"bounds", "format"}),
+    ("seq 2**63", [(_signed(KEY_A, {"seq": 2**63}), "gw-A", "data")], {"bounds"}),
+    ("seq 0", [(_signed(KEY_A, {"seq": 0}), "gw-A", "data")], {"bounds"}),
+    ("seq inf", [(_signed(KEY_A, {"seq": float("inf")}), "gw-A", "data")], {"format"}),
+    ("seq as text", [(_signed(KEY_A, {"seq": "7"}), "gw-A", "data")], {"format"}),
+    ("int prev", [(_signed(KEY_A, {"prev": 2**40}), "gw-A", "data")], {"format"}),
+    ("created -1", [(_signed(KEY_A, {"created": -1}), "gw-A", "data")], {"bounds"}),
+    ("created 2**64", [(_signed(KEY_A, {"created": 2**64 - 1}), "gw-A", "data")], {"bounds"}),
     ("time offset past 2**53", [(_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"],
                                                                           [[0, 2**60, 1.0]])}),
                                  "gw-A", "data")], {"bounds", "body"}),
     ("tag dictionary as a map", [(_signed(KEY_A, body=msgpack.packb({"tags": {}, "tables": {"win": {
         "cols": ["tag"], "rows": [["x" * 100_000]]}}}), enc="none"), "gw-A", "data")], {"body"}),
     ("zstd body of 80 MiB", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(
-        b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20))), "gw-A", "data")], {"body", "bounds"}),
+        b"\xc6" + (80 << 20).to_bytes(4, "big") + bytes(80 << 20))), "gw-A", "data")], {"bounds"}),
     ("300 000 empty rows in 66 bytes", [(_signed(KEY_A, body=zstandard.ZstdCompressor().compress(msgpack.packb(
         {"tags": [], "tables": {"x": {"cols": ["a"], "rows": [[]] * 300_000}}}))), "gw-A", "data")],
-     {"bounds", "body"}),
+     {"bounds"}),
     ("unknown algorithm", [(_signed(KEY_A, {"alg": "sm2"}), "gw-A", "data")], {"signature"}),
 ]
 # A tag index must name one of the body's tags: -1 once read as the last tag.
 NEGATIVE_TAG = pytest.param("negative tag index", [(_signed(KEY_A, tables={"win": wire.Table(
     ["tag", "start"], [[-1, 0]])}), "gw-A", "data")], {"body", "bounds"}, id="negative tag index")
+
+
+def test_the_longest_tag_name_the_protocol_allows_is_stored(store: ReceiverStore) -> None:
+    """``<device>.<tag>`` of two 128-character names: the bound is the frame code's (limits.MAX_TAG_CHARS)."""
+    name = "d" * 128 + "." + "t" * 128
+    result = store.ingest(_signed(KEY_A, tags=[name], seq=1), topic_gw="gw-A", topic_kind="data")
+
+    assert (result.status, [r["tag"] for r in store.records(gw="gw-A")]) == ("stored", [name])
 
 
 def _flip(frame: bytes, i: int) -> bytes:
@@ -200,6 +213,30 @@ def test_every_hostile_frame_in_one_commit_with_genuine_ones(store: ReceiverStor
     assert store.report()["gateways"]["gw-B"]["batches"] == 4
 
 
+def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverStore) -> None:
+    """Distinct large frames refused for what they are (a key holder's undecodable 1 MiB bodies, frames over
+    16 MiB, 1 MiB of garbage): the archive keeps 64 KiB of each, with its hash and full length, and the report
+    counts every byte sent. A frame refused for its key is kept whole, so reverify can decide it again."""
+    rng = random.Random(15)
+    flood = [*[(_signed(KEY_A, body=rng.randbytes(1 << 20), enc="none", seq=10 + i), "gw-A", "data")
+               for i in range(20)],
+             *[(bytes([i]) * (16 * 1024 * 1024 + 1), "gw-A", "data") for i in range(3)],
+             *[(b"\xc1" + rng.randbytes(1 << 20), "gw-A", "data") for _ in range(10)]]
+    unknown = _signed(STRANGER, body=rng.randbytes(1 << 20), enc="none", seq=99)
+    results = store.ingest_many([*flood, (unknown, "gw-A", "data")])
+
+    assert {r.cause for r in results[:-1]} == {"body", "bounds", "format"}
+    assert results[-1].cause == "unknown_key"
+    refusals = store.report()["gateways"]["gw-A"]["refusals"]
+    assert refusals["frames"] == len(flood) + 1
+    assert refusals["bytes"] == sum(len(f) for f, _, _ in flood) + len(unknown)
+    assert refusals["kept_bytes"] == 65_536 * len(flood) + len(unknown)
+    with sqlite3.connect(store.path) as db:
+        kept = dict(db.execute("SELECT frame_hash, frame FROM rejected WHERE gw = 'gw-A'").fetchall())
+    assert kept[hashlib.sha256(unknown).digest()] == unknown
+    assert all(kept[hashlib.sha256(f).digest()] == f[:65_536] for f, _, _ in flood)
+
+
 # ---------------------------------------------------------------------- fuzzing
 
 def _mutations() -> st.SearchStrategy[bytes]:
@@ -270,3 +307,32 @@ def test_fuzz_mutation_sample_is_not_trivial() -> None:
             continue
     assert opened > 50
 
+
+
+_GOOD_OUTAGE = st.tuples(st.integers(0, 2**53), st.integers(0, 2**53), st.text(max_size=20),
+                         st.lists(st.text(min_size=1, max_size=20), max_size=3)).map(
+    lambda r: [min(r[0], r[1]), max(r[0], r[1]), r[2], r[3]])
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_GOOD_OUTAGE, st.lists(_VALUES, min_size=4, max_size=4)), min_size=1, max_size=4))
+def test_fuzz_outage_rows(rows: list[list[object]]) -> None:
+    """A gap batch signed by A's key whose outage rows hold anything: it is stored with exactly its rows as
+    declared collection gaps (each from_ms <= to_ms, counted as no record), or refused whole (body or bounds)."""
+    frame = _signed(KEY_A, body=wire.encode_body([], {"outage": wire.Table(OUTAGE_COLUMNS, rows)}, T0),
+                    kind="gap", seq=1)
+    with ReceiverStore(":memory:") as store:
+        register(store, KEY_A, "gw-A")
+        result = store.ingest(frame, topic_gw="gw-A", topic_kind="gap")
+        a = store.report()["gateways"]["gw-A"]
+
+    if result.status == "rejected":
+        assert result.cause in {"body", "bounds"}
+        assert a["declared_outages"] == []
+    else:
+        assert result.status == "stored"
+        assert a["records"] == 0
+        declared = sorted((o["from_ms"], o["to_ms"], o["reason"], o["tags_count"]) for o in a["declared_outages"])
+        assert declared == sorted((r[0], r[1], r[2], len(r[3])) for r in rows)  # type: ignore[arg-type]
+        assert all(o["from_ms"] <= o["to_ms"] for o in a["declared_outages"])

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
 from backend.receiver import ReceiverStore
-from tests.receiver.chain import Chain, register
+from tests.receiver.chain import T0, Chain, register
 
 
 @pytest.fixture
@@ -42,8 +42,9 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     report = _gw(store)
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
-                      "refusals": {"frames": 0, "deliveries": 0, "by_cause": {}, "by_signer": {}},
-                      "missing": [], "declared_gaps": [], "last_seq": 3,
+                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "by_cause": {},
+                                   "by_signer": {}},
+                      "missing": [], "declared_gaps": [], "declared_outages": [], "last_seq": 3,
                       "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
 
@@ -218,6 +219,40 @@ def test_declared_gap_covers_only_its_range(store: ReceiverStore,
     assert _gw(store)["missing"] == [[4, 4]]
 
 
+def test_declared_outage_is_a_collection_gap_not_records(store: ReceiverStore, signer: BatchSigner) -> None:
+    """Outage rows of a gap batch are recorded as declared collection gaps: in the report and table
+    declared_outages, counted as no measurement record, and changing nothing about missing seqs."""
+    chain = Chain(signer)
+    store.ingest(chain.data(rows=2).frame)
+    store.ingest(chain.outage([T0 + 5_000, T0 + 65_000, "unclean_stop", ["plc1.ch4", "plc1.co"]]).frame)
+    store.ingest(chain.data(rows=2).frame)
+
+    report = _gw(store)
+    assert report["declared_outages"] == [{"from_ms": T0 + 5_000, "to_ms": T0 + 65_000, "reason": "unclean_stop",
+                                           "tags_count": 2}]
+    assert (report["batches"], report["records"], report["missing"], report["declared_gaps"]) == (3, 4, [], [])
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT gw, gap_seq, tags FROM declared_outages").fetchall() == [
+            ("gw-01", 2, '["plc1.ch4", "plc1.co"]')]
+
+
+@pytest.mark.parametrize(("scenario", "row", "cause"), [
+    ("ends before it starts", [T0 + 2, T0 + 1, "unclean_stop", []], "body"),
+    ("start as text", [str(T0), T0 + 1, "unclean_stop", []], "bounds"),  # from_ms places a row: every table
+    ("end as text", [T0, str(T0), "unclean_stop", []], "body"),
+    ("end beyond 2**53", [T0, 2**53 + 1, "unclean_stop", []], "bounds"),  # so is the header t1 enclosing it
+    ("no reason", [T0, T0 + 1, None, []], "body"),
+    ("tags not names", [T0, T0 + 1, "unclean_stop", [1, 2]], "body"),
+])
+def test_malformed_outage_row_refuses_the_batch(store: ReceiverStore, signer: BatchSigner, scenario: str,
+                                                row: list[object], cause: str) -> None:
+    """An outage row that is not a well-formed period refuses its batch whole, nothing of it kept."""
+    result = store.ingest(Chain(signer).outage(row).frame)
+
+    assert (result.status, result.cause, result.ackable) == ("rejected", cause, False), scenario
+    assert (list(store.records()), _gw(store)["declared_outages"]) == ([], [])
+
+
 def test_wrong_prev_is_a_chain_break(store: ReceiverStore, signer: BatchSigner) -> None:
     """A validly signed batch whose prev is not its predecessor's hash is stored and reported as a break."""
     chain = Chain(signer)
@@ -337,17 +372,19 @@ CREATE TABLE rejected (id INTEGER PRIMARY KEY, gw TEXT NOT NULL, seq INTEGER, ca
 
 def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: BatchSigner) -> None:
     """A receiver database written by format version 1 opens: its refusals gain claimed gateway, seq and signer
-    (read from the kept frame), 'content' becomes 'seq_reused', and new frames are stored beside the old."""
+    (read from the kept frame) and the length of the kept (whole) frame, 'content' becomes 'seq_reused', and new
+    frames are stored beside the old."""
     path = tmp_path / "v1.sqlite"
     chain = Chain(signer)
     first, second = chain.data(), chain.data()
+    refused = Chain(signer).data(value=9.0).frame
     with sqlite3.connect(path) as db:
         db.executescript(V1_TABLES)
         db.execute("INSERT INTO batches VALUES ('gw-01', 1, ?, ?, 'data', 1, 2, 3, ?, 4, 2, ?)",
                    (first.hash, first.prev, signer.kid, first.frame))
         db.execute("INSERT INTO rejected (gw, seq, cause, reason, received_at, frame_hash, frame) "
                    "VALUES ('gw-01', 1, 'content', 'seq reused with different content', 5, ?, ?)",
-                   (b"h" * 32, Chain(signer).data(value=9.0).frame))
+                   (b"h" * 32, refused))
     with ReceiverStore(path) as store:
         register(store, signer)
         result = store.ingest(second.frame)
@@ -357,3 +394,4 @@ def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: Batc
     assert (report["batches"], report["missing"]) == (2, [])
     assert report["rejected"] == [{"seq": 1, "cause": "seq_reused", "reason": "seq reused with different content",
                                    "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]
+    assert (report["refusals"]["bytes"], report["refusals"]["kept_bytes"]) == (len(refused), len(refused))

@@ -11,7 +11,7 @@ test forgetting to undo it breaks the next one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,8 +212,9 @@ class StandIns:
         self.queues.append(MemoryQueue(path, max_bytes=max_bytes, sync=sync, min_free_bytes=min_free_bytes))
         return self.queues[-1]
 
-    def make_uplink(self, config: MqttConfig, gateway_id: str, queue: MemoryQueue, *,
-                    clock: Clock, archive_keys: TrustStore | None) -> LoopbackUplink:
+    def make_uplink(self, config: MqttConfig, gateway_id: str, queue: MemoryQueue, *, clock: Clock,
+                    archive_keys: TrustStore | None, catalogue: Callable[[], int]) -> LoopbackUplink:
+        del catalogue  # the loopback uplink publishes no status
         self.uplinks.append(LoopbackUplink(config, gateway_id, queue, clock=clock, archive_keys=archive_keys))
         return self.uplinks[-1]
 
