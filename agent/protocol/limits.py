@@ -19,6 +19,8 @@ __all__ = [
     "MAX_BODY_CELLS",
     "MAX_COLUMNS",
     "MAX_FRAME_BYTES",
+    "MAX_HEADER_CONTAINERS",
+    "MAX_HEADER_KEYS",
     "MAX_ID_CHARS",
     "MAX_REASON_CHARS",
     "MAX_ROWS_PER_BATCH",
@@ -84,6 +86,14 @@ and never embed the body, the frame or a value of it."""
 MAX_ZSTD_WINDOW_BYTES = 8 * 1024 * 1024
 """The largest Zstandard window a ``zstd`` body may need (the size RFC 8878 recommends every decoder support).
 The decoder's memory is the window plus the body, so a frame cannot ask for a 2 GiB window."""
+
+MAX_HEADER_KEYS = 32
+"""Keys of the signed header map (a header has 13 today; room for keys added compatibly)."""
+
+MAX_HEADER_CONTAINERS = 16
+"""Arrays and maps in one signed header, the header map included. Bounding each array's length alone let a
+16 MiB header nest 14 million empty arrays under an unknown key (ignored once decoded, but built first: over a
+gigabyte and seconds of CPU per frame, before any signature check). No header value is structured today."""
 
 MAX_TAG_CHARS = 2 * MAX_ID_CHARS + 1
 """Characters of a full tag name ``<device>.<tag>``: two identifiers and the dot (configuration allows 64 + 1 +

@@ -75,6 +75,8 @@ from agent.protocol.limits import (
     MAX_BODY_CELLS,
     MAX_COLUMNS,
     MAX_FRAME_BYTES,
+    MAX_HEADER_CONTAINERS,
+    MAX_HEADER_KEYS,
     MAX_ID_CHARS,
     MAX_ROWS_PER_BATCH,
     MAX_SEQ,
@@ -95,7 +97,6 @@ FORMAT_VERSION = 2
 VERSIONS = (1, 2)
 """The frame format versions :func:`open_frame` reads (a version 1 frame has no ``cat``)."""
 GENESIS_HASH = bytes(32)
-_MAX_HEADER_KEYS = 32  # a header has 13 keys; room for keys added compatibly
 _ZSTD_STEP = 1024  # compressed bytes fed at a time: a zstd block of 4 bytes can stand for 128 KiB, so one
 #                    step yields at most 32 MiB beyond what was checked before it
 
@@ -428,11 +429,40 @@ def encode_frame(
                  enc, signer.alg, signer.kid, body, cat)
 
 
-def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise WireFormatError("the header repeats a key", key="header")
-    return out
+class _HeaderBudget:
+    """msgpack hooks for one header: refuse a repeated key, and stop as soon as more than
+    ``MAX_HEADER_CONTAINERS`` arrays and maps were built (each is built with at most ``MAX_HEADER_KEYS``
+    elements, innermost first, so a refused header costs a few kilobytes whatever its size)."""
+
+    __slots__ = ("containers",)
+
+    def __init__(self) -> None:
+        self.containers = 0
+
+    def _count(self) -> None:
+        self.containers += 1
+        if self.containers > MAX_HEADER_CONTAINERS:
+            raise WireBoundsError(f"more than {MAX_HEADER_CONTAINERS} arrays and maps in the header", key="header")
+
+    def map(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        self._count()
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            raise WireFormatError("the header repeats a key", key="header")
+        return out
+
+    def array(self, items: list[Any]) -> list[Any]:
+        self._count()
+        return items
+
+
+def _unpack_header(signed: bytes) -> Any:
+    """The header map's msgpack, within the header's bounds (raises WireFormatError, or msgpack's own errors for
+    malformed bytes, which the callers convert)."""
+    budget = _HeaderBudget()
+    return msgpack.unpackb(signed, raw=False, strict_map_key=True, object_pairs_hook=budget.map,
+                           list_hook=budget.array, max_map_len=MAX_HEADER_KEYS, max_array_len=MAX_HEADER_KEYS,
+                           max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
 
 
 def _field(h: dict[Any, Any], key: str) -> Any:
@@ -490,9 +520,7 @@ def open_frame(frame: bytes) -> Batch:
     if type(signed) is not bytes or type(sig) is not bytes:
         raise WireFormatError("signed part and signature must be binary", key="frame")
     try:
-        h = msgpack.unpackb(signed, raw=False, strict_map_key=True, object_pairs_hook=_unique_map,
-                            max_map_len=_MAX_HEADER_KEYS, max_array_len=_MAX_HEADER_KEYS,
-                            max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
+        h = _unpack_header(signed)
     except WireFormatError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -529,10 +557,8 @@ def claimed_identity(frame: bytes) -> tuple[str | None, int | None, str | None]:
         outer = msgpack.unpackb(frame, raw=False, max_array_len=3, max_map_len=0, max_str_len=0,
                                 max_bin_len=MAX_FRAME_BYTES, max_ext_len=0) if len(frame) <= MAX_FRAME_BYTES else None
         signed = outer[1] if type(outer) is list and len(outer) == 3 and type(outer[1]) is bytes else b""
-        h = msgpack.unpackb(signed, raw=False, strict_map_key=True, max_map_len=_MAX_HEADER_KEYS,
-                            max_array_len=_MAX_HEADER_KEYS, max_str_len=MAX_STRING_BYTES,
-                            max_bin_len=MAX_FRAME_BYTES, max_ext_len=0) if signed else None
-    except (ValueError, TypeError, msgpack.UnpackException):
+        h = _unpack_header(signed) if signed else None
+    except (ValueError, TypeError, msgpack.UnpackException, WireFormatError):
         return None, None, None
     if type(h) is not dict:
         return None, None, None

@@ -308,3 +308,38 @@ def test_claimed_identity_reads_only_valid_claims() -> None:
     assert wire.claimed_identity(signed_frame(header(seq=float("inf"), gw=5))) == (None, None, SIGNER.kid)
     assert wire.claimed_identity(b"\xdd\xff\xff\xff\xff") == (None, None, None)
     assert wire.claimed_identity(b"") == (None, None, None)
+
+
+def _nested_array_header(trees: int = 13) -> bytes:
+    """A header whose unknown key "x" holds ``trees`` trees of 32**4 empty arrays each, every array within the
+    32-element bound: ignored once decoded, but a decoder without a budget builds every one of them first."""
+
+    def tree(depth: int) -> bytes:
+        return b"\x90" if depth == 0 else b"\xdc\x00\x20" + tree(depth - 1) * 32
+
+    blob = bytes([0x90 + trees]) + tree(4) * trees
+    packed = msgpack.packb(header(), use_bin_type=True)
+    return bytes([0x80 + len(header()) + 1]) + packed[1:] + msgpack.packb("x") + blob
+
+
+def test_a_header_of_nested_arrays_costs_little_to_refuse() -> None:
+    """About 13 million empty arrays under an unknown header key (a 14 MiB frame, no key needed): refused by
+    open_frame and ignored by claimed_identity before more than a few arrays exist, in little time and memory.
+    Without the header's container budget this cost seconds and over a gigabyte."""
+    frame = msgpack.packb([2, _nested_array_header(), bytes(64)], use_bin_type=True)
+    assert len(frame) > 12 * 2**20
+    for decode in (wire.open_frame, wire.claimed_identity):
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            if decode is wire.open_frame:
+                with pytest.raises(WireBoundsError, match="arrays and maps in the header"):
+                    decode(frame)
+            else:
+                assert decode(frame) == (None, None, None)
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        # The frame itself is 14 MiB and msgpack copies the signed part once; anything built beyond is little.
+        assert peak < 3 * len(frame), f"{decode.__name__}: peak {peak / 2**20:.0f} MiB"
+        assert time.perf_counter() - started < 2.0
