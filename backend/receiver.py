@@ -646,7 +646,9 @@ class ReceiverStore:
         rows = []
         for r in table.rows:
             c = dict(zip(table.cols, r, strict=False))
-            if not _is_id(c.get(TAG_COLUMN)):
+            tag = c.get(TAG_COLUMN)
+            # The body decoder resolved the index to one of the body's tag names, each within MAX_TAG_CHARS.
+            if not isinstance(tag, str) or not tag:
                 raise _Refusal("body", f"a catalogue row in batch seq {batch.seq} has no tag",
                                _claims(batch))
             rows.append((batch.gw, batch.seq, *(_catalog_value(col, c.get(col)) for col in CATALOG_COLUMNS)))

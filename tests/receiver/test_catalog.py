@@ -98,3 +98,15 @@ def test_rows_say_the_unit_of_the_catalogue_their_batch_refers_to(store: Receive
     units = {r["seq"]: r["unit"] for r in store.records(tag="plc1.ch4") if r["table"] == "win"}
     assert units == {2: "%CH4", 4: "%LEL", 7: None}
     assert store.report()["gateways"]["gw-01"]["catalog"]["batches_without_catalog"] == 1
+
+
+def test_the_longest_tag_names_a_configuration_allows_are_catalogued(store: ReceiverStore,
+                                                                      signer: BatchSigner) -> None:
+    """A device and a tag of 64 characters each make a 129-character full name, which the configuration accepts:
+    its catalogue row is stored (it was once refused for an identifier's 128-character bound, and a refused
+    catalogue batch is never acknowledged nor evicted, so the gateway would have sent it for ever)."""
+    name = f"d{'x' * 63}.t{'y' * 63}"
+    result = store.ingest_many([(Chain(signer).catalog({name: "ppm"}).frame, "gw-01", "catalog")])[0]
+
+    assert (len(name), result.status) == (129, "stored")
+    assert store.catalog("gw-01")[name]["unit"] == "ppm"
