@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
-from backend.receiver import ReceiverStore
+from agent.protocol.tables import GAP_COLUMNS
+from backend.receiver import ReceiverStore, _subtract
 from tests.receiver.chain import T0, Chain, register
 
 
@@ -217,6 +220,40 @@ def test_declared_gap_covers_only_its_range(store: ReceiverStore,
         store.ingest(f)
 
     assert _gw(store)["missing"] == [[4, 4]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 8), st.integers(0, 6)), max_size=8),
+       st.lists(st.tuples(st.integers(1, 60), st.integers(0, 6)), max_size=8))
+def test_missing_is_absent_minus_declared(absent: list[tuple[int, int]], declared: list[tuple[int, int]]) -> None:
+    """The report's subtraction of declared ranges from absent ones, against sets of seqs: same seqs, sorted,
+    none empty, in one sweep whatever the declarations overlap. Absent ranges are disjoint and sorted, with a
+    stored seq between two of them, as the store finds them."""
+    ranges, end = [], 0
+    for skip, n in absent:
+        ranges.append([end + skip + 1, end + skip + 1 + n])
+        end = ranges[-1][1] + 1
+    holes = [(a, a + n) for a, n in declared]
+    got = _subtract(ranges, holes)
+
+    covered = {s for a, b in ranges for s in range(a, b + 1)} - {s for a, b in holes for s in range(a, b + 1)}
+    assert {s for a, b in got for s in range(a, b + 1)} == covered
+    assert got == sorted(got)
+    assert all(a <= b for a, b in got)
+
+
+def test_a_gap_batch_of_twenty_thousand_rows_reports_promptly(store: ReceiverStore, signer: BatchSigner) -> None:
+    """One signed gap batch declaring every other seq of 40,000 one row at a time (20,000 rows, 62 KB): the
+    report says exactly which seqs are missing. Subtracting declarations seq range by range once made this take
+    over a minute, for every report of every gateway."""
+    chain = Chain(signer)
+    chain.seq, chain.prev = 40_000, bytes(32)
+    rows = [[s, s, 1, 0, T0, T0, "buffer_full", []] for s in range(2, 40_001, 2)]
+    gap = chain._next("gap", wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, rows)}, T0), T0, T0)
+    store.ingest(gap.frame)
+
+    missing = _gw(store)["missing"]
+    assert missing == [[s, s] for s in range(1, 40_000, 2)]
 
 
 def test_declared_outage_is_a_collection_gap_not_records(store: ReceiverStore, signer: BatchSigner) -> None:
