@@ -300,7 +300,7 @@ def _read_tables(u: msgpack.Unpacker, budget: _Budget) -> dict[str, tuple[list[s
             elif key in ("cols", "rows"):
                 raise WireFormatError(f"a table has two {key}", key=str(key))
             else:
-                u.skip()
+                u.unpack()  # decoded (not skipped) so that every value is checked, an ignored one too
         if cols is None or rows is None:
             raise WireFormatError("a table without cols or rows", key="body")
         tables[name] = (cols, rows)
@@ -314,7 +314,8 @@ def _read_body(data: bytes) -> tuple[list[str], dict[str, tuple[list[str], list[
     u = msgpack.Unpacker(raw=False, strict_map_key=True, list_hook=budget.list_hook,
                          object_pairs_hook=budget.pairs_hook, max_buffer_size=max(len(data), 1),
                          max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_STRING_BYTES,
-                         max_array_len=MAX_ROWS_PER_BATCH, max_map_len=MAX_COLUMNS, max_ext_len=0)
+                         max_array_len=MAX_ROWS_PER_BATCH, max_map_len=MAX_COLUMNS, max_ext_len=0,
+                         ext_hook=_no_ext)
     u.feed(data)
     tags: list[str] | None = None
     tables: dict[str, tuple[list[str], list[Any]]] | None = None
@@ -331,7 +332,7 @@ def _read_body(data: bytes) -> tuple[list[str], dict[str, tuple[list[str], list[
         elif key in ("tags", "tables"):
             raise WireFormatError(f"the body has two {key}", key=str(key))
         else:
-            u.skip()
+            u.unpack()  # decoded (not skipped) so that every value is checked, an ignored one too
     if tags is None or tables is None:
         raise WireFormatError("the body lacks tags or tables", key="body")
     if u.tell() != len(data):
@@ -428,6 +429,13 @@ def encode_frame(
                  enc, signer.alg, signer.kid, body, cat)
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook``: an extension type is refused wherever it appears, including an empty one (which
+    ``max_ext_len=0`` lets through) and one inside a value this code would otherwise ignore."""
+    del code, data
+    raise WireFormatError("a msgpack extension type, which no frame may hold", key="ext")
+
+
 def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
@@ -479,7 +487,7 @@ def open_frame(frame: bytes) -> Batch:
         raise WireBoundsError("frame larger than 16 MiB", key="frame")
     try:
         outer = msgpack.unpackb(frame, raw=False, max_array_len=3, max_map_len=0, max_str_len=0,
-                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
+                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0, ext_hook=_no_ext)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise WireFormatError("a frame is a msgpack array [version, signed, sig]", key="frame") from exc
     if type(outer) is not list or len(outer) != 3:
@@ -492,7 +500,8 @@ def open_frame(frame: bytes) -> Batch:
     try:
         h = msgpack.unpackb(signed, raw=False, strict_map_key=True, object_pairs_hook=_unique_map,
                             max_map_len=_MAX_HEADER_KEYS, max_array_len=_MAX_HEADER_KEYS,
-                            max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
+                            max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0,
+                            ext_hook=_no_ext)
     except WireFormatError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -527,12 +536,13 @@ def claimed_identity(frame: bytes) -> tuple[str | None, int | None, str | None]:
     frame :func:`open_frame` refused. Never raises; claims nothing is true (the signature is not checked)."""
     try:
         outer = msgpack.unpackb(frame, raw=False, max_array_len=3, max_map_len=0, max_str_len=0,
-                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0) if len(frame) <= MAX_FRAME_BYTES else None
+                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0,
+                                ext_hook=_no_ext) if len(frame) <= MAX_FRAME_BYTES else None
         signed = outer[1] if type(outer) is list and len(outer) == 3 and type(outer[1]) is bytes else b""
         h = msgpack.unpackb(signed, raw=False, strict_map_key=True, max_map_len=_MAX_HEADER_KEYS,
                             max_array_len=_MAX_HEADER_KEYS, max_str_len=MAX_STRING_BYTES,
-                            max_bin_len=MAX_FRAME_BYTES, max_ext_len=0) if signed else None
-    except (ValueError, TypeError, msgpack.UnpackException):
+                            max_bin_len=MAX_FRAME_BYTES, max_ext_len=0, ext_hook=_no_ext) if signed else None
+    except (WireFormatError, ValueError, TypeError, msgpack.UnpackException):
         return None, None, None
     if type(h) is not dict:
         return None, None, None
