@@ -11,8 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner
+from agent.protocol.tables import GAP_COLUMNS
 from backend.receiver import ReceiverStore
-from tests.receiver.chain import Chain, register
+from tests.receiver.chain import T0, Chain, register
+
+_NIL = object()  # a column present with the value nil
 
 
 @pytest.fixture
@@ -272,6 +275,56 @@ def test_impossible_gap_range_is_rejected_without_rows(store: ReceiverStore,
 
     assert result.status == "rejected"
     assert (list(store.records()), _gw(store)["declared_gaps"]) == ([], [])
+
+
+_GAP_ROW = {"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2, "from_ms": T0, "to_ms": T0 + 1000,
+            "reason": "buffer_full", "tags": ["plc1.ch4"]}
+
+# (case id, changes to a well-formed gap row of seq 2 declaring seq 1; None drops the column)
+MALFORMED_GAP_ROWS: list[tuple[str, dict[str, object]]] = [
+    ("batches missing", {"batches": None}),
+    ("records missing", {"records": None}),
+    ("reason missing", {"reason": None}),
+    ("tags missing", {"tags": None}),
+    ("to_ms missing", {"to_ms": None}),
+    ("batches nil", {"batches": _NIL}),
+    ("batches a float", {"batches": 1.0}),
+    ("records false", {"records": False}),
+    ("records negative", {"records": -1}),
+    ("reason 0", {"reason": 0}),
+    ("reason nil", {"reason": _NIL}),
+    ("tags holding an int", {"tags": ["plc1.ch4", 5]}),
+    ("tags a map", {"tags": {}}),
+    ("from_ms nil", {"from_ms": _NIL}),
+    ("to_ms beyond 2**53", {"to_ms": 2**53 + 1}),
+    ("first_seq after last_seq", {"first_seq": 2, "last_seq": 1}),
+]
+
+
+@pytest.mark.parametrize(("case", "changes"), MALFORMED_GAP_ROWS, ids=[c for c, _ in MALFORMED_GAP_ROWS])
+def test_malformed_gap_row_refuses_the_gap_batch(store: ReceiverStore, signer: BatchSigner, case: str,
+                                                 changes: dict[str, object]) -> None:
+    """A gap row must have every column with its type: a missing or mistyped count, time, reason or tag list
+    refuses the batch as a malformed body instead of becoming a 0 or an empty text in the declared loss."""
+    chain = Chain(signer)
+    store.ingest(chain.data().frame)
+    row = {**_GAP_ROW, **{k: (None if v is _NIL else v) for k, v in changes.items() if v is not None}}
+    cols = [c for c in GAP_COLUMNS if c not in changes or changes[c] is not None]
+    body = wire.encode_body([], {"gap": wire.Table(cols, [[row[c] for c in cols]])}, T0)
+    result = store.ingest(chain._next("gap", body, T0, T0 + 1000).frame)
+
+    assert (result.status, result.cause) == ("rejected", "body"), case
+    assert _gw(store)["declared_gaps"] == []
+
+
+def test_well_formed_gap_row_is_declared(store: ReceiverStore, signer: BatchSigner) -> None:
+    """The row the malformed cases start from is accepted as it is (so each case fails for its change)."""
+    chain = Chain(signer)
+    store.ingest(chain.data().frame)
+    body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [[_GAP_ROW[c] for c in GAP_COLUMNS]])}, T0)
+    assert store.ingest(chain._next("gap", body, T0, T0 + 1000).frame).status == "stored"
+    assert _gw(store)["declared_gaps"] == [{"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2,
+                                            "reason": "buffer_full"}]
 
 
 def test_records_are_stored_with_tag_and_absolute_time(store: ReceiverStore,
