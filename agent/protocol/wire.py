@@ -86,7 +86,14 @@ from agent.protocol.limits import (
     MIN_TIME_MS,
 )
 from agent.protocol.signing import BatchSigner, TrustStore
-from agent.protocol.tables import KINDS, OFFSET_COLUMNS, TABLES, TAG_COLUMN, TAG_NAMES_COLUMN
+from agent.protocol.tables import (
+    ABSOLUTE_TIME_COLUMNS,
+    KINDS,
+    OFFSET_COLUMNS,
+    TABLES,
+    TAG_COLUMN,
+    TAG_NAMES_COLUMN,
+)
 
 _first = operator.itemgetter(0)
 
@@ -344,9 +351,10 @@ def decode_body(batch: Batch) -> Body:
     """Decompress and unpack a batch body, resolving tag indexes and time offsets.
 
     Every bound of :mod:`agent.protocol.limits` is checked before what it bounds is allocated; a tag index
-    must name an entry of the dictionary, and a time offset must be an int placing the row within
-    ``[t0, t1]``. Raises :class:`WireFormatError` (:class:`WireBoundsError` for a bound) with a short
-    reason that never quotes the body."""
+    must name an entry of the dictionary, a time offset must be an int placing the row within ``[t0, t1]``,
+    and an absolute time column of a table of this version (``ABSOLUTE_TIME_COLUMNS``) an int in [0, 2**53]
+    (or nil where the column allows it). Raises :class:`WireFormatError` (:class:`WireBoundsError` for a
+    bound) with a short reason that never quotes the body."""
     try:
         tags, raw_tables = _read_body(_decompress(batch.enc, batch.body))
     except WireFormatError:
@@ -361,6 +369,8 @@ def decode_body(batch: Batch) -> Body:
         width = len(cols)
         tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
         off_i = [i for i, c in enumerate(cols) if c in OFFSET_COLUMNS]
+        absolute = ABSOLUTE_TIME_COLUMNS.get(name, {})
+        abs_i = [(i, absolute[c]) for i, c in enumerate(cols) if c in absolute]
         for row in rows:
             if type(row) is not list or len(row) != width:
                 raise WireFormatError(f"a {what} row is not a list of {width} values", key=what)
@@ -375,6 +385,10 @@ def decode_body(batch: Batch) -> Body:
                     raise WireFormatError(f"a {what} row's {cols[i]} is not an int offset within [t0, t1]",
                                           key=what)
                 row[i] = t0 + o
+            for i, nullable in abs_i:
+                v = row[i]
+                if not (type(v) is int and MIN_TIME_MS <= v <= MAX_TIME_MS) and not (nullable and v is None):
+                    raise WireBoundsError(f"a {what} row's {cols[i]} is not an int in [0, 2**53]", key=what)
         tables[name] = Table(cols, rows)
     return Body(tables)
 
