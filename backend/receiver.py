@@ -865,12 +865,21 @@ def _catalog_value(column: str, v: object) -> object:
 
 
 def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
-    """No string value (nor one inside a list value) of ``row`` is longer than MAX_STRING_CHARS."""
-    for v in row:
-        for x in v if type(v) is list else (v,):
-            if type(x) is str and len(x) > MAX_STRING_CHARS:
+    """No string in ``row`` (a value, or one at any depth inside a list or map value, map keys included) is
+    longer than MAX_STRING_CHARS. The walk is iterative: nesting depth is bounded by the body's value count
+    only, which is far deeper than Python's recursion limit."""
+    stack: list[Any] = [row]
+    while stack:
+        v = stack.pop()
+        if type(v) is str:
+            if len(v) > MAX_STRING_CHARS:
                 raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} "
                                          "characters", claims)
+        elif type(v) is list:
+            stack.extend(v)
+        elif type(v) is dict:
+            stack.extend(v)
+            stack.extend(v.values())
 
 
 # ---------------------------------------------------------------------- network side

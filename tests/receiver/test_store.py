@@ -327,6 +327,31 @@ def test_well_formed_gap_row_is_declared(store: ReceiverStore, signer: BatchSign
                                             "reason": "buffer_full"}]
 
 
+# (case id, a raw row's value holding a string of 4097 characters somewhere)
+LONG_STRINGS: list[tuple[str, object]] = [
+    ("the value", "é" * 4097),
+    ("in a list", [1, ["x" * 4097]]),
+    ("a map value", {"k": "x" * 4097}),
+    ("a map key", {"x" * 4097: 1}),
+    ("deep", [[[[{"a": [{"b": "x" * 4097}]}]]]]),
+]
+
+
+@pytest.mark.parametrize(("case", "value"), LONG_STRINGS, ids=[c for c, _ in LONG_STRINGS])
+def test_a_string_over_4096_characters_anywhere_in_a_row_is_a_bound(store: ReceiverStore, signer: BatchSigner,
+                                                                   case: str, value: object) -> None:
+    """The bound on string values holds at any depth of a row, not only for its cells; 4096 characters pass."""
+    chain = Chain(signer)
+    cols = ["tag", "ts", "value", "quality", "reason"]
+    long_body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(cols, [[0, 0, value, 0, None]])}, T0)
+    result = store.ingest(chain._next("data", long_body, T0, T0 + 10).frame)
+    assert (result.status, result.cause) == ("rejected", "bounds"), case
+
+    ok_body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(cols, [[0, 0, {"k": ["x" * 4096]}, 0, None]])},
+                               T0)
+    assert store.ingest(Chain(signer)._next("data", ok_body, T0, T0 + 10).frame).status == "stored"
+
+
 def test_records_are_stored_with_tag_and_absolute_time(store: ReceiverStore,
                                                        signer: BatchSigner) -> None:
     """Every row is stored with its table, full tag name, absolute timestamp and named columns."""
