@@ -88,6 +88,7 @@ from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import (
     CATALOG_COLUMNS,
     CATALOG_TABLE,
+    GAP_COLUMNS,
     GAP_TABLE,
     OFFSET_COLUMNS,
     OUTAGE_TABLE,
@@ -609,18 +610,24 @@ class ReceiverStore:
         return measurements
 
     def _declare_gaps(self, batch: wire.Batch, table: wire.Table) -> None:
+        """Each ``gap`` row as a declared gap. A row is well formed when it has every column of GAP_COLUMNS
+        with its type: ``first_seq`` <= ``last_seq`` seqs before this batch's own, ``batches`` and ``records``
+        non-negative ints, ``from_ms`` and ``to_ms`` ints in [0, 2**53], a text ``reason`` and a list of tag
+        names; anything else is a malformed body (a missing or mistyped count must not become a 0 in the
+        declared loss)."""
         claims = _claims(batch)
+        if not set(GAP_COLUMNS) <= set(table.cols):
+            raise _Refusal("body", f"gap table in batch seq {batch.seq} lacks a column", claims)
         for r in table.rows:
             g = dict(zip(table.cols, r, strict=False))
-            first, last = g.get("first_seq"), g.get("last_seq")
-            counts = [g.get("batches") or 0, g.get("records") or 0]
-            times = [g.get("from_ms"), g.get("to_ms")]
-            reason, tags = g.get("reason") or "", g.get("tags") or []
-            if not (isinstance(first, int) and isinstance(last, int)
-                    and _is_int(first, 1, MAX_SEQ) and _is_int(last, 1, MAX_SEQ)
+            first, last = g["first_seq"], g["last_seq"]
+            counts = [g["batches"], g["records"]]
+            times = [g["from_ms"], g["to_ms"]]
+            reason, tags = g["reason"], g["tags"]
+            if not (_is_int(first, 1, MAX_SEQ) and _is_int(last, 1, MAX_SEQ)
                     and all(_is_int(c, 0, MAX_SEQ) for c in counts)
-                    and all(t is None or _is_int(t, 0, MAX_TIME_MS) for t in times)
-                    and isinstance(reason, str) and isinstance(tags, list)):
+                    and all(_is_int(t, 0, MAX_TIME_MS) for t in times)
+                    and type(reason) is str and type(tags) is list and all(type(t) is str for t in tags)):
                 raise _Refusal("body", f"malformed gap row in batch seq {batch.seq}", claims)
             if last < first or last >= batch.seq:
                 raise _Refusal("body", f"gap row in batch seq {batch.seq} declares an impossible range "
@@ -628,7 +635,7 @@ class ReceiverStore:
             self._db.execute(
                 "INSERT INTO declared_gaps (gw, gap_seq, first_seq, last_seq, batches, records, from_ms, "
                 "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(_json_value(tags))))
+                (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(tags)))
 
     def _declare_outages(self, batch: wire.Batch, table: wire.Table) -> None:
         """Each ``outage`` row as a declared collection gap: a time, not seqs, so it never changes ``missing``.
@@ -881,12 +888,21 @@ def _catalog_value(column: str, v: object) -> object:
 
 
 def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
-    """No string value (nor one inside a list value) of ``row`` is longer than MAX_STRING_CHARS."""
-    for v in row:
-        for x in v if type(v) is list else (v,):
-            if type(x) is str and len(x) > MAX_STRING_CHARS:
+    """No string in ``row`` (a value, or one at any depth inside a list or map value, map keys included) is
+    longer than MAX_STRING_CHARS. The walk is iterative: nesting depth is bounded by the body's value count
+    only, which is far deeper than Python's recursion limit."""
+    stack: list[Any] = [row]
+    while stack:
+        v = stack.pop()
+        if type(v) is str:
+            if len(v) > MAX_STRING_CHARS:
                 raise _Refusal("bounds", f"a value in table {table!r} is longer than {MAX_STRING_CHARS} "
                                          "characters", claims)
+        elif type(v) is list:
+            stack.extend(v)
+        elif type(v) is dict:
+            stack.extend(v)
+            stack.extend(v.values())
 
 
 # ---------------------------------------------------------------------- network side

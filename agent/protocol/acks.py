@@ -128,6 +128,14 @@ def _str(value: Any, what: str) -> str:
     return value
 
 
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # A repeated key is refused: decoders differ on which copy wins, and the signature covers both.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise WireFormatError("ack: a map repeats a key")
+    return out
+
+
 def open_ack(payload: bytes, trust: TrustStore, *, gateway: str) -> Ack:
     """Parse and verify an ack for ``gateway`` against the archive keys in ``trust``.
 
@@ -152,7 +160,9 @@ def open_ack(payload: bytes, trust: TrustStore, *, gateway: str) -> Ack:
     if not isinstance(signed, bytes) or not isinstance(sig, bytes):
         raise WireFormatError("ack: signed part and signature must be binary")
     try:
-        doc = msgpack.unpackb(signed, raw=False)
+        doc = msgpack.unpackb(signed, raw=False, object_pairs_hook=_unique_map)
+    except WireFormatError:
+        raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise WireFormatError(f"ack: signed part is not msgpack ({type(exc).__name__})") from exc
     if not isinstance(doc, dict):

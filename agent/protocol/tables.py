@@ -36,6 +36,7 @@ nothing of the agent, so a second implementation of either end can take it alone
 from __future__ import annotations
 
 __all__ = [
+    "ABSOLUTE_TIME_COLUMNS",
     "ALARM_COLUMNS",
     "ALARM_TABLE",
     "CATALOG_COLUMNS",
@@ -95,3 +96,12 @@ TABLES: Mapping[str, list[str]] = {
     CATALOG_TABLE: CATALOG_COLUMNS,
 }
 """Every table of version 2, by name, with its columns."""
+
+ABSOLUTE_TIME_COLUMNS: Mapping[str, Mapping[str, bool]] = {
+    WIN_TABLE: {"first_ms": True, "last_ms": True, "min_ms": True, "max_ms": True},
+    ALARM_TABLE: {"detected_ms": False},
+    GAP_TABLE: {"from_ms": False, "to_ms": False},
+    OUTAGE_TABLE: {"from_ms": False, "to_ms": False},
+}
+"""The absolute time columns (Unix ms) of each table, and whether the column may be nil. ``dur_ms`` is a
+length, not a time; ``ts`` and ``start`` are offsets (:data:`OFFSET_COLUMNS`)."""

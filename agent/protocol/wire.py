@@ -88,7 +88,14 @@ from agent.protocol.limits import (
     MIN_TIME_MS,
 )
 from agent.protocol.signing import BatchSigner, TrustStore
-from agent.protocol.tables import KINDS, OFFSET_COLUMNS, TABLES, TAG_COLUMN, TAG_NAMES_COLUMN
+from agent.protocol.tables import (
+    ABSOLUTE_TIME_COLUMNS,
+    KINDS,
+    OFFSET_COLUMNS,
+    TABLES,
+    TAG_COLUMN,
+    TAG_NAMES_COLUMN,
+)
 
 _first = operator.itemgetter(0)
 
@@ -301,7 +308,7 @@ def _read_tables(u: msgpack.Unpacker, budget: _Budget) -> dict[str, tuple[list[s
             elif key in ("cols", "rows"):
                 raise WireFormatError(f"a table has two {key}", key=str(key))
             else:
-                u.skip()
+                u.unpack()  # decoded (not skipped) so that every value is checked, an ignored one too
         if cols is None or rows is None:
             raise WireFormatError("a table without cols or rows", key="body")
         tables[name] = (cols, rows)
@@ -315,7 +322,8 @@ def _read_body(data: bytes) -> tuple[list[str], dict[str, tuple[list[str], list[
     u = msgpack.Unpacker(raw=False, strict_map_key=True, list_hook=budget.list_hook,
                          object_pairs_hook=budget.pairs_hook, max_buffer_size=max(len(data), 1),
                          max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_STRING_BYTES,
-                         max_array_len=MAX_ROWS_PER_BATCH, max_map_len=MAX_COLUMNS, max_ext_len=0)
+                         max_array_len=MAX_ROWS_PER_BATCH, max_map_len=MAX_COLUMNS, max_ext_len=0,
+                         ext_hook=_no_ext)
     u.feed(data)
     tags: list[str] | None = None
     tables: dict[str, tuple[list[str], list[Any]]] | None = None
@@ -332,7 +340,7 @@ def _read_body(data: bytes) -> tuple[list[str], dict[str, tuple[list[str], list[
         elif key in ("tags", "tables"):
             raise WireFormatError(f"the body has two {key}", key=str(key))
         else:
-            u.skip()
+            u.unpack()  # decoded (not skipped) so that every value is checked, an ignored one too
     if tags is None or tables is None:
         raise WireFormatError("the body lacks tags or tables", key="body")
     if u.tell() != len(data):
@@ -344,9 +352,10 @@ def decode_body(batch: Batch) -> Body:
     """Decompress and unpack a batch body, resolving tag indexes and time offsets.
 
     Every bound of :mod:`agent.protocol.limits` is checked before what it bounds is allocated; a tag index
-    must name an entry of the dictionary, and a time offset must be an int placing the row within
-    ``[t0, t1]``. Raises :class:`WireFormatError` (:class:`WireBoundsError` for a bound) with a short
-    reason that never quotes the body."""
+    must name an entry of the dictionary, a time offset must be an int placing the row within ``[t0, t1]``,
+    and an absolute time column of a table of this version (``ABSOLUTE_TIME_COLUMNS``) an int in [0, 2**53]
+    (or nil where the column allows it). Raises :class:`WireFormatError` (:class:`WireBoundsError` for a
+    bound) with a short reason that never quotes the body."""
     try:
         tags, raw_tables = _read_body(_decompress(batch.enc, batch.body))
     except WireFormatError:
@@ -361,6 +370,8 @@ def decode_body(batch: Batch) -> Body:
         width = len(cols)
         tag_i = cols.index(TAG_COLUMN) if TAG_COLUMN in cols else -1
         off_i = [i for i, c in enumerate(cols) if c in OFFSET_COLUMNS]
+        absolute = ABSOLUTE_TIME_COLUMNS.get(name, {})
+        abs_i = [(i, absolute[c]) for i, c in enumerate(cols) if c in absolute]
         for row in rows:
             if type(row) is not list or len(row) != width:
                 raise WireFormatError(f"a {what} row is not a list of {width} values", key=what)
@@ -375,6 +386,10 @@ def decode_body(batch: Batch) -> Body:
                     raise WireFormatError(f"a {what} row's {cols[i]} is not an int offset within [t0, t1]",
                                           key=what)
                 row[i] = t0 + o
+            for i, nullable in abs_i:
+                v = row[i]
+                if not (type(v) is int and MIN_TIME_MS <= v <= MAX_TIME_MS) and not (nullable and v is None):
+                    raise WireBoundsError(f"a {what} row's {cols[i]} is not an int in [0, 2**53]", key=what)
         tables[name] = Table(cols, rows)
     return Body(tables)
 
@@ -429,6 +444,13 @@ def encode_frame(
                  enc, signer.alg, signer.kid, body, cat)
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook``: an extension type is refused wherever it appears, including an empty one (which
+    ``max_ext_len=0`` lets through) and one inside a value this code would otherwise ignore."""
+    del code, data
+    raise WireFormatError("a msgpack extension type, which no frame may hold", key="ext")
+
+
 class _HeaderBudget:
     """msgpack hooks for one header: refuse a repeated key, and stop as soon as more than
     ``MAX_HEADER_CONTAINERS`` arrays and maps were built (each is built with at most ``MAX_HEADER_KEYS``
@@ -462,7 +484,8 @@ def _unpack_header(signed: bytes) -> Any:
     budget = _HeaderBudget()
     return msgpack.unpackb(signed, raw=False, strict_map_key=True, object_pairs_hook=budget.map,
                            list_hook=budget.array, max_map_len=MAX_HEADER_KEYS, max_array_len=MAX_HEADER_KEYS,
-                           max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
+                           max_str_len=MAX_STRING_BYTES, max_bin_len=MAX_FRAME_BYTES, max_ext_len=0,
+                           ext_hook=_no_ext)
 
 
 def _field(h: dict[Any, Any], key: str) -> Any:
@@ -509,7 +532,7 @@ def open_frame(frame: bytes) -> Batch:
         raise WireBoundsError("frame larger than 16 MiB", key="frame")
     try:
         outer = msgpack.unpackb(frame, raw=False, max_array_len=3, max_map_len=0, max_str_len=0,
-                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0)
+                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0, ext_hook=_no_ext)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise WireFormatError("a frame is a msgpack array [version, signed, sig]", key="frame") from exc
     if type(outer) is not list or len(outer) != 3:
@@ -555,7 +578,8 @@ def claimed_identity(frame: bytes) -> tuple[str | None, int | None, str | None]:
     frame :func:`open_frame` refused. Never raises; claims nothing is true (the signature is not checked)."""
     try:
         outer = msgpack.unpackb(frame, raw=False, max_array_len=3, max_map_len=0, max_str_len=0,
-                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0) if len(frame) <= MAX_FRAME_BYTES else None
+                                max_bin_len=MAX_FRAME_BYTES, max_ext_len=0,
+                                ext_hook=_no_ext) if len(frame) <= MAX_FRAME_BYTES else None
         signed = outer[1] if type(outer) is list and len(outer) == 3 and type(outer[1]) is bytes else b""
         h = _unpack_header(signed) if signed else None
     except (ValueError, TypeError, msgpack.UnpackException, WireFormatError):

@@ -43,6 +43,20 @@ def test_an_ack_for_another_gateway_is_unverified_not_malformed() -> None:
         acks.open_ack(payload, KEYS, gateway="gw1")
 
 
+def test_an_ack_whose_signed_map_repeats_a_key_is_malformed() -> None:
+    """A signed map naming "gw" twice is refused before its signature is checked, whichever copy a decoder
+    would keep; unknown keys alone are ignored."""
+    good = msgpack.packb({"type": "ack", "v": 2, "gw": "gw1", "ranges": [], "issued": 1, "alg": ARCHIVE.alg,
+                          "kid": ARCHIVE.kid, "later": 1}, use_bin_type=True)
+    assert acks.open_ack(msgpack.packb([2, good, ARCHIVE.sign(good)], use_bin_type=True), KEYS,
+                         gateway="gw1").ranges == ()
+    repeated = bytes([good[0] + 1]) + good[1:] + msgpack.packb("gw") + msgpack.packb("gw2")
+
+    with pytest.raises(WireFormatError):
+        acks.open_ack(msgpack.packb([2, repeated, ARCHIVE.sign(repeated)], use_bin_type=True), KEYS,
+                      gateway="gw1")
+
+
 def test_linked_ranges_break_where_the_chain_does() -> None:
     """Consecutive seqs join a run only when prev links to the earlier hash; a gap or a broken link starts a
     new run, and each run names its last hash."""

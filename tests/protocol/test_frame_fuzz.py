@@ -184,3 +184,34 @@ def test_the_valid_frame_of_the_mutations_decodes() -> None:
 
     assert wire.frame_tags(VALID) == {"plc1.ch4", "plc1.co", "plc2.o2"}
     assert wire.decode_body(batch).tables["raw"].rows[0] == ["plc1.ch4", T0 + 5, 1.0, 0, None]
+
+
+@FUZZ
+@given(code=st.integers(min_value=-128, max_value=127), data=st.binary(max_size=20),
+       where=st.sampled_from(["cell", "nested", "unknown body key", "unknown header key"]))
+def test_fuzz_an_extension_type_anywhere_is_refused(code: int, data: bytes, where: str) -> None:
+    """A msgpack extension type of any code and length (an empty one included, and one under a key the decoder
+    otherwise ignores) makes the header or the body malformed: never a value in a stored row."""
+    ext = _ext(code, data)
+    if where == "unknown header key":
+        h = header()
+        packed = msgpack.packb(h, use_bin_type=True)
+        with pytest.raises(WireFormatError):
+            wire.open_frame(signed_frame(bytes([packed[0] + 1]) + packed[1:] + msgpack.packb("x") + ext))
+        return
+    doc = {"tags": ["plc1.ch4"], "tables": {"raw": {"cols": ["tag", "ts", "value"], "rows": [[0, 0, 0]]}}}
+    body = msgpack.packb(doc, use_bin_type=True)[:-1]  # the last cell, 0, is replaced
+    if where == "cell":
+        body += ext
+    elif where == "nested":
+        body += b"\x92\x01" + ext
+    else:
+        body = b"\x83" + msgpack.packb(doc, use_bin_type=True)[1:] + msgpack.packb("x") + ext
+    frame = signed_frame(header(body=body))
+    with pytest.raises(WireFormatError):
+        wire.decode_body(wire.open_frame(frame))
+
+
+def _ext(code: int, data: bytes) -> bytes:
+    """``data`` as a msgpack ext 8 of type ``code`` (any length, 0 included)."""
+    return b"\xc7" + bytes([len(data), code & 0xFF]) + data

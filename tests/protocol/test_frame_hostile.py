@@ -112,6 +112,9 @@ HEADER_CASES: list[tuple[str, Callable[[], bytes], type[WireFormatError]]] = [
      WireFormatError),
     ("header with a timestamp", lambda: signed_frame(msgpack.packb({**header(), "x": msgpack.Timestamp(1)})),
      WireFormatError),
+    ("header with an empty ext value (ext 8 of length 0) under an unknown key",
+     lambda: signed_frame(msgpack.packb(header())[:1].replace(bytes([0x8d]), bytes([0x8e]))
+                          + msgpack.packb(header())[1:] + msgpack.packb("x") + b"\xc7\x00\x05"), WireFormatError),
     ("header a huge map", lambda: signed_frame(msgpack.packb({str(i): i for i in range(5000)})), WireFormatError),
     ("outer array of 4", lambda: msgpack.packb([2, b"a", b"b", b"c"]), WireFormatError),
     ("outer a map", lambda: msgpack.packb({"a": 1}), WireFormatError),
@@ -193,6 +196,16 @@ BODY_CASES: list[tuple[str, Callable[[], tuple[bytes, str]], type[WireFormatErro
     ("offset negative", lambda: (_body(_table(RAW_COLS, [[0, -1, 1.0]])), "none"), WireFormatError),
     ("offset beyond t1", lambda: (_body(_table(RAW_COLS, [[0, 11, 1.0]])), "none"), WireFormatError),
     ("offset 2**64-1", lambda: (_body(_table(RAW_COLS, [[0, 2**64 - 1, 1.0]])), "none"), WireFormatError),
+    ("alarm detected_ms 2**60", lambda: (_body({"tags": ["a.b"], "tables": {"alarm": {
+        "cols": ["tag", "ts", "detected_ms"], "rows": [[0, 0, 2**60]]}}}), "none"), WireBoundsError),
+    ("alarm detected_ms nil", lambda: (_body({"tags": ["a.b"], "tables": {"alarm": {
+        "cols": ["tag", "ts", "detected_ms"], "rows": [[0, 0, None]]}}}), "none"), WireBoundsError),
+    ("win first_ms a float", lambda: (_body({"tags": ["a.b"], "tables": {"win": {
+        "cols": ["tag", "start", "first_ms"], "rows": [[0, 0, float(T0)]]}}}), "none"), WireBoundsError),
+    ("gap to_ms negative", lambda: (_body({"tags": [], "tables": {"gap": {
+        "cols": ["from_ms", "to_ms"], "rows": [[0, -1]]}}}), "none"), WireBoundsError),
+    ("outage from_ms a str", lambda: (_body({"tags": [], "tables": {"outage": {
+        "cols": ["from_ms", "to_ms"], "rows": [["0", 0]]}}}), "none"), WireBoundsError),
     ("tables a list", lambda: (_body({"tags": [], "tables": [1, 2]}), "none"), WireFormatError),
     ("tables missing", lambda: (_body({"tags": []}), "none"), WireFormatError),
     ("tags a str", lambda: (_body({"tags": "plc1.ch4", "tables": {}}), "none"), WireFormatError),
@@ -216,6 +229,10 @@ BODY_CASES: list[tuple[str, Callable[[], tuple[bytes, str]], type[WireFormatErro
      WireFormatError),
     ("a value with an ext type", lambda: (_body(_table(RAW_COLS, [[0, 0, msgpack.ExtType(5, b"x")]])), "none"),
      WireFormatError),
+    ("a value with an empty ext type (ext 8 of length 0)",
+     lambda: (msgpack.packb(_table(RAW_COLS, [[0, 0, 0]]))[:-1] + b"\xc7\x00\x05", "none"), WireFormatError),
+    ("a value with an empty timestamp", lambda: (msgpack.packb(_table(RAW_COLS, [[0, 0, 0]]))[:-1] + b"\xc7\x00\xff",
+                                                 "none"), WireFormatError),
     ("a cell map repeating a key",
      lambda: (msgpack.packb(_table(RAW_COLS, [[0, 0, 0]]))[:-1] + b"\x82\xa1a\x01\xa1a\x02", "none"),
      WireFormatError),
@@ -277,6 +294,19 @@ def test_the_good_frame_of_these_tables_opens() -> None:
 
     assert (batch.seq, batch.cat, batch.kind) == (7, 0, "data")
     assert wire.decode_body(batch).tables["raw"].rows == [["plc1.ch4", T0 + 5, 1.0]]
+
+
+def test_absolute_times_at_their_limits_and_nil_where_allowed_are_accepted() -> None:
+    """0 and 2**53 are times; a window's first_ms ... max_ms may be nil; a table this version does not define is
+    not checked (its columns' meaning is unknown), even for a name that is a time in a known table."""
+    doc = {"tags": ["a.b"], "tables": {
+        "win": {"cols": ["tag", "start", "first_ms", "last_ms", "min_ms", "max_ms", "dur_ms"],
+                "rows": [[0, 0, None, 2**53, 0, None, -5]]},
+        "alarm": {"cols": ["tag", "ts", "detected_ms"], "rows": [[0, 0, 2**53]]},
+        "later": {"cols": ["detected_ms", "to_ms"], "rows": [[2**60, "x"]]}}}
+    body = wire.decode_body(wire.open_frame(signed_frame(header(body=_body(doc)))))
+    assert body.tables["win"].rows[0][2:] == [None, 2**53, 0, None, -5]
+    assert body.tables["later"].rows == [[2**60, "x"]]
 
 
 def test_bounds_at_their_limit_are_accepted() -> None:

@@ -34,7 +34,7 @@ def _spaced(n: int) -> str:
     (limits.MAX_TIME_MS, "from 0 to 2⁵³"),
     (limits.MAX_REASON_CHARS, f"at most {limits.MAX_REASON_CHARS} characters"),
     (limits.MAX_HEADER_KEYS, f"a map of at most {limits.MAX_HEADER_KEYS} keys"),
-    (limits.MAX_HEADER_CONTAINERS, f"at most {limits.MAX_HEADER_CONTAINERS} arrays and maps in it"),
+    (limits.MAX_HEADER_CONTAINERS, f"at most {limits.MAX_HEADER_CONTAINERS} arrays and maps, the header map"),
 ], ids=lambda v: str(v)[:20])
 def test_each_bound_is_documented_with_its_value(value: int, text: str) -> None:
     """The bounds table (and its paragraph) states each value of limits.py as it is."""

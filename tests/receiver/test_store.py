@@ -17,6 +17,8 @@ from agent.protocol.tables import GAP_COLUMNS
 from backend.receiver import ReceiverStore, _subtract
 from tests.receiver.chain import T0, Chain, register
 
+_NIL = object()  # a column present with the value nil
+
 
 @pytest.fixture
 def signer() -> BatchSigner:
@@ -276,7 +278,7 @@ def test_declared_outage_is_a_collection_gap_not_records(store: ReceiverStore, s
 @pytest.mark.parametrize(("scenario", "row", "cause"), [
     ("ends before it starts", [T0 + 2, T0 + 1, "unclean_stop", []], "body"),
     ("start as text", [str(T0), T0 + 1, "unclean_stop", []], "bounds"),  # from_ms places a row: every table
-    ("end as text", [T0, str(T0), "unclean_stop", []], "body"),
+    ("end as text", [T0, str(T0), "unclean_stop", []], "bounds"),  # an absolute time of the outage table
     ("end beyond 2**53", [T0, 2**53 + 1, "unclean_stop", []], "bounds"),  # so is the header t1 enclosing it
     ("no reason", [T0, T0 + 1, None, []], "body"),
     ("tags not names", [T0, T0 + 1, "unclean_stop", [1, 2]], "body"),
@@ -344,6 +346,80 @@ def test_impossible_gap_range_is_rejected_without_rows(store: ReceiverStore,
 
     assert result.status == "rejected"
     assert (list(store.records()), _gw(store)["declared_gaps"]) == ([], [])
+
+
+_GAP_ROW = {"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2, "from_ms": T0, "to_ms": T0 + 1000,
+            "reason": "buffer_full", "tags": ["plc1.ch4"]}
+
+# (case id, changes to a well-formed gap row of seq 2 declaring seq 1; None drops the column). A bad from_ms or
+# to_ms is a bound of the frame code (tests/protocol/test_frame_hostile.py), refused before these checks.
+MALFORMED_GAP_ROWS: list[tuple[str, dict[str, object]]] = [
+    ("batches missing", {"batches": None}),
+    ("records missing", {"records": None}),
+    ("reason missing", {"reason": None}),
+    ("tags missing", {"tags": None}),
+    ("to_ms missing", {"to_ms": None}),
+    ("batches nil", {"batches": _NIL}),
+    ("batches a float", {"batches": 1.0}),
+    ("records false", {"records": False}),
+    ("records negative", {"records": -1}),
+    ("reason 0", {"reason": 0}),
+    ("reason nil", {"reason": _NIL}),
+    ("tags holding an int", {"tags": ["plc1.ch4", 5]}),
+    ("tags a map", {"tags": {}}),
+    ("first_seq after last_seq", {"first_seq": 2, "last_seq": 1}),
+]
+
+
+@pytest.mark.parametrize(("case", "changes"), MALFORMED_GAP_ROWS, ids=[c for c, _ in MALFORMED_GAP_ROWS])
+def test_malformed_gap_row_refuses_the_gap_batch(store: ReceiverStore, signer: BatchSigner, case: str,
+                                                 changes: dict[str, object]) -> None:
+    """A gap row must have every column with its type: a missing or mistyped count, time, reason or tag list
+    refuses the batch as a malformed body instead of becoming a 0 or an empty text in the declared loss."""
+    chain = Chain(signer)
+    store.ingest(chain.data().frame)
+    row = {**_GAP_ROW, **{k: (None if v is _NIL else v) for k, v in changes.items() if v is not None}}
+    cols = [c for c in GAP_COLUMNS if c not in changes or changes[c] is not None]
+    body = wire.encode_body([], {"gap": wire.Table(cols, [[row[c] for c in cols]])}, T0)
+    result = store.ingest(chain._next("gap", body, T0, T0 + 1000).frame)
+
+    assert (result.status, result.cause) == ("rejected", "body"), case
+    assert _gw(store)["declared_gaps"] == []
+
+
+def test_well_formed_gap_row_is_declared(store: ReceiverStore, signer: BatchSigner) -> None:
+    """The row the malformed cases start from is accepted as it is (so each case fails for its change)."""
+    chain = Chain(signer)
+    store.ingest(chain.data().frame)
+    body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [[_GAP_ROW[c] for c in GAP_COLUMNS]])}, T0)
+    assert store.ingest(chain._next("gap", body, T0, T0 + 1000).frame).status == "stored"
+    assert _gw(store)["declared_gaps"] == [{"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2,
+                                            "reason": "buffer_full"}]
+
+
+# (case id, a raw row's value holding a string of 4097 characters somewhere)
+LONG_STRINGS: list[tuple[str, object]] = [
+    ("the value", "é" * 4097),
+    ("in a list", [1, ["x" * 4097]]),
+    ("a map value", {"k": "x" * 4097}),
+    ("a map key", {"x" * 4097: 1}),
+    ("deep", [[[[{"a": [{"b": "x" * 4097}]}]]]]),
+]
+
+
+@pytest.mark.parametrize(("case", "value"), LONG_STRINGS, ids=[c for c, _ in LONG_STRINGS])
+def test_a_string_over_4096_characters_anywhere_in_a_row_is_a_bound(store: ReceiverStore, signer: BatchSigner,
+                                                                   case: str, value: object) -> None:
+    """The bound on string values holds at any depth of a row, not only for its cells; 4096 characters pass."""
+    chain = Chain(signer)
+    cols = ["tag", "ts", "value", "quality", "reason"]
+    long_body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(cols, [[0, 0, value, 0, None]])}, T0)
+    result = store.ingest(chain._next("data", long_body, T0, T0 + 10).frame)
+    assert (result.status, result.cause) == ("rejected", "bounds"), case
+
+    ok_body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(cols, [[0, 0, {"k": ["x" * 4096]}, 0, None]])},
+                               T0)
+    assert store.ingest(Chain(signer)._next("data", ok_body, T0, T0 + 10).frame).status == "stored"
 
 
 def test_records_are_stored_with_tag_and_absolute_time(store: ReceiverStore,
