@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.batcher import ROW_TAGS, Batcher, GapBatch, gap_batches
+from agent.core.clock import FakeClock
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
 from agent.protocol.limits import MAX_TAG_CHARS
@@ -20,7 +21,7 @@ from agent.protocol.signing import BatchSigner, generate_key
 from agent.protocol.tables import GAP_COLUMNS, GAP_TABLE, OUTAGE_COLUMNS, OUTAGE_TABLE
 from agent.protocol.wire import decode_body, frame_tags, open_frame
 from backend.receiver import ReceiverStore
-from buffer import AsyncDiskQueue, DropRecord
+from buffer import ROW_OVERHEAD, AsyncDiskQueue, DropRecord
 from tests.buffer.test_crash import run_and_kill
 from tests.fuzzing import FUZZ_EXAMPLES
 from tests.receiver.chain import register
@@ -165,3 +166,54 @@ async def test_an_unclean_stop_of_a_large_gateway_declares_a_bounded_tag_list(tm
     assert row[2:] == ["unclean_stop", tags[:ROW_TAGS], 904]
     assert batcher.stats.gap_batches == 1
     assert batcher.stats.outages_declared == 1
+
+
+async def test_a_long_outage_of_changing_tags_is_declared_once_through_a_real_buffer(tmp_path: Path) -> None:
+    """Data batches of thousands of different tags evicted at the cap: records stop at RECORD_TAGS names, so
+    their declaration takes several gap batches. Some are refused while the gap batches alone fill the cap;
+    once the stored ones are delivered (acknowledged), the rest follow. In the end every evicted seq is in
+    exactly one gap row of one gap batch that decodes as a receiver decodes it, and nothing is pending."""
+    clock = FakeClock(T0 / 1000)
+
+    def batch(k: int) -> PipelineOutput:
+        return PipelineOutput(raw=[[f"plc{k}.{'x' * 90}{i:04d}", T0 + k * 1000 + i % 1000, float(i), 0, None]
+                                   for i in range(3000)])
+
+    signer = generate_key(tmp_path / "key")
+    queue = AsyncDiskQueue(tmp_path / "b.sqlite", max_bytes=1 << 30, frame_tags=frame_tags, min_free_bytes=0)
+    await queue.open()
+    try:
+        batcher = Batcher("gw-test", signer, queue, declare_interval_s=3600, clock=clock)
+        await batcher.open()
+        await batcher.submit(batch(0))
+        (first,) = await queue.peek(1)
+        per = len(first.frame) + ROW_OVERHEAD
+        queue.queue.max_bytes = per * 3
+        for k in range(1, 10):
+            await batcher.submit(batch(k))
+        evicted = (await queue.stats()).pending_drop_batches
+        assert evicted >= 6
+        assert len(await queue.pending_drops()) >= 3
+        queue.queue.max_bytes = per  # room for a few gap batches only: the data goes, then the rest is refused
+
+        rows: list[list[Any]] = []
+        refused = False
+        for _ in range(20):
+            await batcher.flush(final=True)
+            gaps = await queue.peek(100, kinds=["gap"])
+            for g in gaps:
+                body = decode_body(open_frame(g.frame))
+                rows.extend(body.tables[GAP_TABLE].rows)
+            await queue.ack([g.seq for g in gaps])
+            refused = refused or batcher.stats.append_failures > 0
+            if not await queue.pending_drops():
+                break
+        stats = await queue.stats()
+    finally:
+        await queue.close()
+    assert batcher.stats.gap_batches > 1
+    assert refused
+    seqs = [s for r in rows for s in range(r[0], r[1] + 1)]
+    assert len(seqs) == len(set(seqs)) == sum(r[2] for r in rows) == stats.dropped_batches
+    assert stats.pending_drops == 0
+    assert all(len(r[7]) <= ROW_TAGS for r in rows)
