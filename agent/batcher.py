@@ -25,9 +25,17 @@ while the buffer sits at its cap every append evicts something, and declaring on
 the buffer with gap batches. Between declarations the buffer merges contiguous drops into one record.
 The buffer never evicts a gap batch, so the declarations must not crowd out the data either: while the
 buffer is dropping (or refusing) and an earlier gap batch is still queued, the next declaration waits; the
-drops stay pending in the buffer, as durable as a gap batch, and keep merging, and one gap batch declares
-them all once the earlier one is acknowledged. Rejected: merging queued gap batches into a new one, which
-would mean removing a signed, chained batch -- the very thing a receiver must be able to trust never happens.
+drops stay pending in the buffer, as durable as a gap batch, and keep merging, and the next declaration
+covers them all once the earlier one is acknowledged. Rejected: merging queued gap batches into a new one,
+which would mean removing a signed, chained batch -- the very thing a receiver must be able to trust never
+happens.
+
+A declaration is split over as many gap batches as keep each within the protocol's bounds
+(:func:`gap_batches`), each declaring its own drop records: a receiver refuses an oversized batch, never
+acknowledges it, and a gap batch is never evicted, so one too large would stay queued for ever with its
+declaration never archived. A row lists at most :data:`ROW_TAGS` tag names and counts the others in
+``tags_omitted``. Rejected: one gap batch per declaration with no bound (what a long, fragmented outage of a
+large gateway broke), and splitting a row's tags over several rows (a receiver would count its batches twice).
 
 A start after an unclean stop (kill -9, power cut: the buffer's ``previous_run()`` says so) lost the samples
 the agent held in memory. The first gap batch of the new run declares that collection gap in an ``outage``
