@@ -25,9 +25,17 @@ while the buffer sits at its cap every append evicts something, and declaring on
 the buffer with gap batches. Between declarations the buffer merges contiguous drops into one record.
 The buffer never evicts a gap batch, so the declarations must not crowd out the data either: while the
 buffer is dropping (or refusing) and an earlier gap batch is still queued, the next declaration waits; the
-drops stay pending in the buffer, as durable as a gap batch, and keep merging, and one gap batch declares
-them all once the earlier one is acknowledged. Rejected: merging queued gap batches into a new one, which
-would mean removing a signed, chained batch -- the very thing a receiver must be able to trust never happens.
+drops stay pending in the buffer, as durable as a gap batch, and keep merging, and the next declaration
+covers them all once the earlier one is acknowledged. Rejected: merging queued gap batches into a new one,
+which would mean removing a signed, chained batch -- the very thing a receiver must be able to trust never
+happens.
+
+A declaration is split over as many gap batches as keep each within the protocol's bounds
+(:func:`gap_batches`), each declaring its own drop records: a receiver refuses an oversized batch, never
+acknowledges it, and a gap batch is never evicted, so one too large would stay queued for ever with its
+declaration never archived. A row lists at most :data:`ROW_TAGS` tag names and counts the others in
+``tags_omitted``. Rejected: one gap batch per declaration with no bound (what a long, fragmented outage of a
+large gateway broke), and splitting a row's tags over several rows (a receiver would count its batches twice).
 
 A start after an unclean stop (kill -9, power cut: the buffer's ``previous_run()`` says so) lost the samples
 the agent held in memory. The first gap batch of the new run declares that collection gap in an ``outage``
@@ -42,7 +50,7 @@ way once the buffer accepts a gap batch again: one ``outage`` row per reason (th
 
 from __future__ import annotations
 
-__all__ = ["Batcher", "BatcherStats", "catalog_rows"]
+__all__ = ["ROW_TAGS", "Batcher", "BatcherStats", "GapBatch", "catalog_rows", "gap_batches"]
 
 import hashlib
 import json
@@ -62,7 +70,7 @@ from agent.core.errors import BufferFull, BufferStoreError
 from agent.pipeline.column_rows import ColumnRows
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
-from agent.protocol.limits import MAX_SEQ, MAX_STRING_CHARS
+from agent.protocol.limits import MAX_BODY_CELLS, MAX_ROWS_PER_BATCH, MAX_SEQ, MAX_STRING_CHARS
 from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import (
     ALARM_COLUMNS,
@@ -80,7 +88,7 @@ from agent.protocol.tables import (
 )
 
 if TYPE_CHECKING:
-    from buffer import AsyncDiskQueue
+    from buffer import AsyncDiskQueue, DropRecord
     from config.schema import AgentConfig
 
 log = structlog.get_logger(__name__)
@@ -264,40 +272,30 @@ class Batcher:
         span[2].update(_column(rows, 0))
 
     async def _declare_drops(self) -> None:
-        """One gap batch with the pending drops and the undeclared collection gaps, if any; postponed while an
-        earlier gap batch is queued and the buffer is dropping (module docstring)."""
+        """Gap batches with the pending drops and the undeclared collection gaps, if any; postponed while an
+        earlier gap batch is queued and the buffer is dropping (module docstring). Each gap batch stays
+        within every bound of :mod:`agent.protocol.limits` (:func:`gap_batches`) and declares its own drop
+        records, so a refused one leaves exactly its records pending and every record is declared once."""
         outages = self._outage_rows()
         if not outages and await self._earlier_declaration_waits():
             self.stats.declarations_postponed += 1
             return
         drops = await self.queue.pending_drops()
-        if not drops and not outages:
-            return
-        tables: dict[str, wire.Table] = {}
-        if drops:
-            tables[GAP_TABLE] = wire.Table(GAP_COLUMNS, [
-                [d.first_seq, d.last_seq, d.batches, d.records, d.from_ms, d.to_ms, d.reason, list(d.tags)]
-                for d in drops])
-        starts = [d.from_ms for d in drops if d.from_ms > 0]  # a drop of unknown content has times 0
-        ends = [d.to_ms for d in drops]
-        if outages:
-            tables[OUTAGE_TABLE] = wire.Table(OUTAGE_COLUMNS, outages)
-            starts.extend(row[0] for row in outages)
-            ends.extend(row[1] for row in outages)
-        t0 = min(starts) if starts else min(d.from_ms for d in drops)
-        t1 = max(t0, *ends)
-        body = wire.encode_body([], tables, t0, self.compression)
-        await self._store("gap", body, t0, t1, sum(len(t.rows) for t in tables.values()),
-                          declares=[d.id for d in drops])
-        self.stats.gap_batches += 1
-        self._outage_from = None
-        self._discarded.clear()
-        for row in outages:
-            self.stats.outages_declared += 1
-            log.warning("batcher_outage_declared", seq=self._seq, from_ms=row[0], to_ms=row[1], reason=row[2])
-        if drops:
-            log.warning("batcher_gap_declared", seq=self._seq, batches=sum(d.batches for d in drops),
-                        records=sum(d.records for d in drops), reasons=sorted({d.reason for d in drops}))
+        for part in gap_batches(drops, outages):
+            body = wire.encode_body([], part.tables, part.t0, self.compression)
+            await self._store("gap", body, part.t0, part.t1, part.rows, declares=part.declares)
+            self.stats.gap_batches += 1
+            for row in part.outages:
+                if row[2] == "unclean_stop":
+                    self._outage_from = None
+                else:
+                    self._discarded.pop(row[2], None)
+                self.stats.outages_declared += 1
+                log.warning("batcher_outage_declared", seq=self._seq, from_ms=row[0], to_ms=row[1], reason=row[2])
+            if part.drops:
+                log.warning("batcher_gap_declared", seq=self._seq, batches=sum(d.batches for d in part.drops),
+                            records=sum(d.records for d in part.drops),
+                            reasons=sorted({d.reason for d in part.drops}))
 
     def _outage_rows(self) -> list[list[Any]]:
         """The ``outage`` rows still to declare: the collection gap of an unclean stop (up to the first sample
@@ -372,6 +370,82 @@ class Batcher:
 
 
 _DETECTED = ALARM_COLUMNS.index("detected_ms")
+
+ROW_TAGS = 4096
+"""Tag names one ``gap`` or ``outage`` row lists at most; the rest are counted in its ``tags_omitted``
+(docs/protocol.md §8). A row then stays below about 4 MiB even of the longest names, so it always fits a
+gap batch alone."""
+_GAP_BODY_BYTES = 256 * 1024
+"""Packed rows of one gap batch (before compression) beyond which the next row starts another gap batch:
+far inside every bound of agent.protocol.limits, and small next to the smallest buffer (1 MiB), which never
+evicts gap batches."""
+_GAP_BODY_CELLS = MAX_BODY_CELLS // 2  # values (rows, cells, tag names): never binds before the bytes do
+_GAP_ROWS = MAX_ROWS_PER_BATCH // 2
+
+
+@dataclass(frozen=True, slots=True)
+class GapBatch:
+    """One gap batch to make: its tables, times and row count, the drop records it declares (their ids in
+    ``declares``) and the outage rows (as :meth:`Batcher._outage_rows` made them) it carries."""
+
+    tables: dict[str, wire.Table]
+    t0: int
+    t1: int
+    rows: int
+    drops: tuple[DropRecord, ...]
+    outages: tuple[list[Any], ...]
+
+    @property
+    def declares(self) -> list[int]:
+        return [d.id for d in self.drops]
+
+
+def gap_batches(drops: Sequence[DropRecord], outages: Sequence[list[Any]]) -> list[GapBatch]:
+    """The gap batches declaring ``drops`` and ``outages`` (rows ``[from_ms, to_ms, reason, tags]``), outages
+    first (an unclean stop's gap must precede the new run's data), in order, each record in exactly one.
+
+    Each batch's packed rows stay within ``_GAP_BODY_BYTES`` (a longer row goes alone) and far inside the
+    row and value bounds, so a receiver never refuses a gap batch for its size: a refused gap batch is never
+    acknowledged and, never evicted, would stay queued for ever. A row's tag list is cut to
+    :data:`ROW_TAGS` names (the first, sorted), the cut ones counted in ``tags_omitted``."""
+    items: list[tuple[str, list[Any], Any]] = [
+        (OUTAGE_TABLE, [row[0], row[1], row[2], *_bounded_tags(row[3])], row) for row in outages]
+    items += [(GAP_TABLE, [d.first_seq, d.last_seq, d.batches, d.records, d.from_ms, d.to_ms, d.reason,
+                           *_bounded_tags(d.tags)], d) for d in drops]
+    parts: list[list[tuple[str, list[Any], Any]]] = []
+    size = cells = 0
+    for item in items:
+        row = item[1]
+        row_size = len(msgpack.packb(row, use_bin_type=True))
+        row_cells = len(row) + len(row[-2]) + 3  # its place in rows, the row list, its tag list
+        if not parts or (size + row_size > _GAP_BODY_BYTES or cells + row_cells > _GAP_BODY_CELLS
+                         or len(parts[-1]) >= _GAP_ROWS):
+            parts.append([])
+            size = cells = 0
+        parts[-1].append(item)
+        size += row_size
+        cells += row_cells
+    return [_gap_batch(part) for part in parts]
+
+
+def _bounded_tags(tags: Collection[str]) -> tuple[list[str], int]:
+    names = sorted(tags)
+    return names[:ROW_TAGS], max(0, len(names) - ROW_TAGS)
+
+
+def _gap_batch(part: list[tuple[str, list[Any], Any]]) -> GapBatch:
+    drops: tuple[DropRecord, ...] = tuple(src for name, _, src in part if name == GAP_TABLE)
+    outages: tuple[list[Any], ...] = tuple(src for name, _, src in part if name == OUTAGE_TABLE)
+    tables: dict[str, wire.Table] = {}
+    for name, row, _ in part:
+        tables.setdefault(name, wire.Table(_GAP_TABLES[name], [])).rows.append(row)
+    starts = [d.from_ms for d in drops if d.from_ms > 0] + [o[0] for o in outages]  # unknown content: times 0
+    ends = [d.to_ms for d in drops] + [o[1] for o in outages]
+    t0 = min(starts) if starts else min(d.from_ms for d in drops)
+    return GapBatch(tables, t0, max(t0, *ends), len(part), drops, outages)
+
+
+_GAP_TABLES = {GAP_TABLE: GAP_COLUMNS, OUTAGE_TABLE: OUTAGE_COLUMNS}
 
 
 def catalog_rows(config: AgentConfig) -> list[list[Any]]:

@@ -131,7 +131,11 @@ pace (e.g. every minute) to keep gap batches few. An eviction can remove a batch
 later PUBACK then acks nothing (``ack`` returns 0 for it) and the receiver may see it both delivered and
 declared lost.
 
-Coalescing. A run is never merged with one it does not touch (a gap row's range must hold only lost seqs).
+Coalescing. A run is never merged with one it does not touch (a gap row's range must hold only lost seqs),
+nor so that a record would name more than ``RECORD_TAGS`` (4096) tags: an eviction whose run would take a
+record beyond that starts a new record at the batch that would (one batch of more tags than that makes a
+record of its own, bounded by its frame). A record therefore stays bounded however long the outage lasts
+and however often the configured tags change, and its gap row within the protocol's bounds.
 Declarations stay few because (a) a record returned by ``pending_drops()`` whose gap batch is then refused or
 fails is thawed and extended again, and (b) the caller does not make another gap batch while one is still
 queued and the store is dropping (the batcher's rule): drops then accumulate in one growing record per

@@ -46,6 +46,7 @@ _SYNC = {"full": "FULL", "normal": "NORMAL"}
 _WAL_AUTOCHECKPOINT_PAGES = 256
 _WAL_SIZE_LIMIT = 1 << 20
 _EVICT_CHUNK = 32  # rows read per eviction step: bounds memory, since their frames are decoded for tag names
+RECORD_TAGS = 4096  # tag names one drop record collects before the next evicted batch starts another record
 # The chain head of a store that never held a batch: 32 zero bytes, the hash the first batch links to.
 _NO_HASH = bytes(32)
 _COUNTERS = ("appended", "acked", "dropped_batches", "dropped_records", "set_aside", "quarantined",
@@ -118,15 +119,23 @@ def _disk_size_bytes(directory: Path) -> int:
     return st.f_blocks * st.f_frsize
 
 
-def _runs(rows: list[_Row]) -> list[list[_Row]]:
-    """Split rows sorted by seq into runs of consecutive sequence numbers."""
-    runs: list[list[_Row]] = []
+def _runs(rows: list[_Row]) -> list[tuple[list[_Row], set[str]]]:
+    """Split rows sorted by seq into runs of consecutive sequence numbers, each with the union of its rows'
+    tag names; a run is also cut before a row that would take that union beyond RECORD_TAGS (a single row
+    may hold more: its frame bounds it)."""
+    runs: list[tuple[list[_Row], set[str]]] = []
     for row in rows:
-        if runs and runs[-1][-1].seq + 1 == row.seq:
-            runs[-1].append(row)
+        if runs and runs[-1][0][-1].seq + 1 == row.seq and _within(runs[-1][1], row.tags):
+            runs[-1][0].append(row)
+            runs[-1][1].update(row.tags)
         else:
-            runs.append([row])
+            runs.append(([row], set(row.tags)))
     return runs
+
+
+def _within(tags: Collection[str], more: Collection[str]) -> bool:
+    """``tags`` and ``more`` together name at most RECORD_TAGS tags."""
+    return len(tags) + len(more) <= RECORD_TAGS or len(set(tags).union(more)) <= RECORD_TAGS
 
 
 class DiskQueue:
@@ -725,14 +734,13 @@ class DiskQueue:
         """Turn removed rows into drop records, one per run of consecutive seqs.
 
         A run that continues the newest pending record of the same reason extends it, unless that record was
-        already handed to the batcher (it may be declaring it right now).
+        already handed to the batcher (it may be declaring it right now) or the two together would name more
+        than RECORD_TAGS tags: a record stays bounded however long the outage and however often the tags
+        change.
         """
         if not rows:
             return
-        for run in _runs(rows):
-            tags: set[str] = set()
-            for r in run:
-                tags.update(r.tags)
+        for run, tags in _runs(rows):
             first, last = run[0].seq, run[-1].seq
             records = sum(r.records for r in run)
             size = sum(r.size for r in run)
@@ -740,8 +748,10 @@ class DiskQueue:
             t1 = max(r.t1_ms for r in run)
             prev = conn.execute("SELECT id, last_seq, from_ms, to_ms, tags FROM drops WHERE reason = ?"
                                 " ORDER BY id DESC LIMIT 1", (reason,)).fetchone()
-            if prev is not None and prev[1] + 1 == first and prev[0] not in self._reported_drops:
-                tags.update(json.loads(prev[4]))
+            extend = prev is not None and prev[1] + 1 == first and prev[0] not in self._reported_drops
+            prev_tags = json.loads(prev[4]) if extend else []
+            if extend and _within(prev_tags, tags):
+                tags.update(prev_tags)
                 conn.execute("UPDATE drops SET last_seq = ?, batches = batches + ?, records = records + ?,"
                              " from_ms = ?, to_ms = ?, bytes = bytes + ?, tags = ? WHERE id = ?",
                              (last, len(run), records, min(prev[2], t0), max(prev[3], t1), size,

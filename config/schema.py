@@ -49,7 +49,7 @@ from agent.core.fields import (
     StrictModel,
     TagCatalogFields,
 )
-from agent.protocol.limits import MAX_ROWS_PER_BATCH
+from agent.protocol.limits import MAX_FRAME_BYTES, MAX_ROWS_PER_BATCH, MAX_STRING_CHARS
 from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
 from drivers.opcua.config import OpcUaDevice
 from drivers.serial.config import SerialDevice
@@ -600,6 +600,27 @@ class AgentConfig(StrictModel):
                 seen.add(rule.tag)
         return self
 
+    @model_validator(mode="after")
+    def _catalogue_fits(self) -> AgentConfig:
+        """The tag catalogue is one signed batch that every later batch names by its seq (``cat``), so it cannot
+        be split over batches: the configuration keeps it within the bounds a receiver enforces."""
+        tags: list[tuple[str, Any]] = [(f"{d}.{t.name}", t) for d, dev in self.devices.items() for t in dev.tags]
+        tags += [(f"calc.{c.name}", c) for c in self.calculated]
+        if len(tags) > MAX_ROWS_PER_BATCH:
+            raise ConfigValueError(
+                "more tags than one tag catalogue batch can list", key=("devices",), got=f"{len(tags)} tags",
+                allowed=f"at most {MAX_ROWS_PER_BATCH} tags per gateway; split them over two gateways",
+            )
+        size = sum(_catalogue_row_bytes(name, tag) for name, tag in tags)
+        if size > CATALOGUE_MAX_BYTES:
+            raise ConfigValueError(
+                "the tag catalogue does not fit one batch", key=("devices",),
+                got=f"about {size / (1 << 20):.1f} MiB of tag names, units, descriptions and locations",
+                allowed=f"at most {CATALOGUE_MAX_BYTES >> 20} MiB: shorten descriptions and locations, or split "
+                "the tags over two gateways",
+            )
+        return self
+
     @property
     def buffer_path(self) -> Path:
         return self.buffer.path or self.gateway.state_dir / "buffer.sqlite"
@@ -610,6 +631,20 @@ class AgentConfig(StrictModel):
         if self.remote_config is None:
             return None
         return self.remote_config.trust_file or self.gateway.state_dir / "operator.trust"
+
+
+CATALOGUE_MAX_BYTES = MAX_FRAME_BYTES // 2
+"""Packed size of the tag catalogue's body at most: a body sent uncompressed (``compression = "none"``) is
+the frame, which may not exceed MAX_FRAME_BYTES, and half leaves room for the header and for the estimate."""
+
+
+def _catalogue_row_bytes(name: str, tag: Any) -> int:
+    """At least what one tag's catalogue row and dictionary entry pack to (agent.batcher.catalog_rows): each
+    text with its msgpack header (5 bytes at most), numbers and the row's own header in 64 bytes."""
+    unit = getattr(tag, "unit", None)
+    texts = [name, unit[:MAX_STRING_CHARS] if unit else None, getattr(tag, "type", None), tag.description,
+             tag.location]
+    return 64 + sum(len(str(t).encode()) + 5 for t in texts if t is not None)
 
 
 def _unknown_tag(key: tuple[str | int, ...], tag: str, known: set[str], what: str) -> ConfigValueError:

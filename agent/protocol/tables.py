@@ -17,9 +17,10 @@ Tables defined in version 2:
 ``raw``   (:data:`RAW_COLUMNS`) samples as read: ``quality`` is 0 good, 1 uncertain, 2 bad.
 ``alarm`` (:data:`ALARM_COLUMNS`) alarm state changes, in batches of kind ``alarm``.
 ``gap``   (:data:`GAP_COLUMNS`) declared loss, in batches of kind ``gap``; its ``tags`` column
-          (:data:`TAG_NAMES_COLUMN`) holds full tag names, not dictionary indexes.
+          (:data:`TAG_NAMES_COLUMN`) holds full tag names, not dictionary indexes, at most 4096 of them;
+          ``tags_omitted`` (appended) counts the names left out.
 ``outage`` (:data:`OUTAGE_COLUMNS`, version 2) declared time without collection (e.g. after an unclean stop),
-          in batches of kind ``gap``; ``tags`` holds full tag names.
+          in batches of kind ``gap``; ``tags`` and ``tags_omitted`` as in ``gap``.
 ``catalog`` (:data:`CATALOG_COLUMNS`, version 2) the tag catalogue, in batches of kind ``catalog``: each
           tag's unit, type, description, scaling, plausible range and location.
 
@@ -79,9 +80,9 @@ RAW_COLUMNS = ["tag", "ts", "value", "quality", "reason"]
 ALARM_TABLE = "alarm"
 ALARM_COLUMNS = ["tag", "ts", "alarm", "state", "value", "limit", "detected_ms"]
 GAP_TABLE = "gap"
-GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags"]
+GAP_COLUMNS = ["first_seq", "last_seq", "batches", "records", "from_ms", "to_ms", "reason", "tags", "tags_omitted"]
 OUTAGE_TABLE = "outage"
-OUTAGE_COLUMNS = ["from_ms", "to_ms", "reason", "tags"]
+OUTAGE_COLUMNS = ["from_ms", "to_ms", "reason", "tags", "tags_omitted"]
 CATALOG_TABLE = "catalog"
 CATALOG_COLUMNS = ["tag", "unit", "type", "description", "scale", "offset", "low", "high", "location"]
 KINDS = ("data", "alarm", "gap", "catalog")

@@ -13,6 +13,7 @@ import pytest
 from agent.core.errors import BufferFull
 from agent.protocol import wire
 from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch, fit_limits
+from buffer._disk_queue import RECORD_TAGS
 from tests.buffer.frames import ChainMaker
 from tests.buffer.test_crash import run_and_kill
 
@@ -269,3 +270,35 @@ def test_a_new_store_has_nothing_to_declare(tmp_path: Path) -> None:
     q.open()
     assert (q.previous_run().clean, q.previous_run().last_t1_ms) == (True, None)
     q.close()
+
+
+def test_coalescing_keeps_every_drop_record_within_the_tag_bound(tmp_path: Path) -> None:
+    """A long outage at the cap whose batches keep naming new tags (configuration changes): the records grow
+    only up to RECORD_TAGS tag names, then a new one starts; together they still cover every evicted seq
+    exactly once and name every evicted tag. A single batch of more tags than that is a record of its own."""
+    chain = ChainMaker()
+    tags_of = {k: [f"d{k}.t{i:04d}" for i in range(1500)] for k in range(12)}
+    tags_of[12] = [f"big.t{i:05d}" for i in range(RECORD_TAGS + 500)]
+    batches = [chain.next("data", tags=tags_of[k]) for k in range(13)]
+    per = max(len(b.frame) for b in batches[:12]) + ROW_OVERHEAD
+    big = len(batches[12].frame) + ROW_OVERHEAD
+    q = _queue(tmp_path / "b.sqlite", max_bytes=per * 2)
+    q.open()
+    for b in batches[:12]:
+        q.append(b)
+    q.max_bytes = big + per  # the big batch evicts the small ones left
+    q.append(batches[12])
+    q.max_bytes = big  # and the next one evicts it
+    q.append(chain.next("data", tags=["x.y"]))
+    drops = q.pending_drops()
+    q.close()
+
+    assert all(d.reason == "cap" for d in drops)
+    seqs = [s for d in drops for s in range(d.first_seq, d.last_seq + 1)]
+    assert seqs == sorted(set(seqs))
+    assert seqs == list(range(1, seqs[-1] + 1))
+    assert len(drops) > 1
+    assert all(len(d.tags) <= RECORD_TAGS for d in drops if d.first_seq != 13)
+    assert {t for d in drops for t in d.tags} == {t for s in seqs for t in tags_of[s - 1]}
+    (big,) = [d for d in drops if 13 in range(d.first_seq, d.last_seq + 1)]
+    assert (big.first_seq, big.last_seq, len(big.tags)) == (13, 13, RECORD_TAGS + 500)

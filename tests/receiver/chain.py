@@ -45,17 +45,22 @@ class Chain:
 
     def gap(self, first: int, last: int, *, records: int = 0, reason: str = "buffer_full") -> wire.Batch:
         """A gap batch declaring seqs ``first..last`` evicted on the gateway."""
-        row = [first, last, last - first + 1, records, T0, T0 + 1000, reason, ["plc1.ch4"]]
+        row = [first, last, last - first + 1, records, T0, T0 + 1000, reason, ["plc1.ch4"], 0]
         body = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [row])}, T0)
         return self._next("gap", body, T0, T0 + 1000)
 
 
     def outage(self, *rows: list[object]) -> wire.Batch:
-        """A gap batch carrying only an ``outage`` table of ``rows`` (from_ms, to_ms, reason, tags)."""
+        """A gap batch carrying only an ``outage`` table of ``rows`` (from_ms, to_ms, reason, tags; the
+        columns after those are 0)."""
         times = [t for r in rows for t in r[:2] if isinstance(t, int)] or [T0]
         t0, t1 = min(times), max(times)
-        body = wire.encode_body([], {"outage": wire.Table(OUTAGE_COLUMNS, [list(r) for r in rows])}, t0)
+        body = wire.encode_body([], {"outage": wire.Table(OUTAGE_COLUMNS, [_padded(r) for r in rows])}, t0)
         return self._next("gap", body, t0, t1)
+
+
+def _padded(row: list[object]) -> list[object]:
+    return [*row, *[0] * (len(OUTAGE_COLUMNS) - len(row))]
 
 
 def register(store: ReceiverStore, signer: BatchSigner, gw: str = "gw-01", **validity: int) -> None:

@@ -50,7 +50,7 @@ async def test_after_kill_9_the_first_gap_batch_declares_the_collection_gap(tmp_
     verify_frame(stored[0].frame, TrustStore({signer.kid: signer.public_raw}))
     outage = decode_body(gap).tables[OUTAGE_TABLE]
     assert outage.cols == OUTAGE_COLUMNS
-    assert outage.rows == [[last.t1_ms, T_NEW, "unclean_stop", TAGS]]
+    assert outage.rows == [[last.t1_ms, T_NEW, "unclean_stop", TAGS, 0]]  # tags_omitted: the list is complete
     assert gap.t0 <= last.t1_ms
     assert gap.t1 >= T_NEW
 

@@ -67,7 +67,7 @@ async def test_alarms_outlive_data_while_the_buffer_refuses(queue: RefusingQueue
     assert len(bodies["alarm"]["alarm"].rows) == 3
     assert [row[1] - T0 for row in bodies["data"]["raw"].rows] == list(range(5, 12))
     # The five discarded data rows are declared, with their time span and tag, before anything else.
-    assert bodies["gap"]["outage"].rows == [[T0, T0 + 4, "store_error", ["gas.ch4"]]]
+    assert bodies["gap"]["outage"].rows == [[T0, T0 + 4, "store_error", ["gas.ch4"], 0]]
 
 
 async def test_alarms_are_dropped_only_when_nothing_else_is_left(queue: RefusingQueue, tmp_path: Path) -> None:
@@ -83,4 +83,4 @@ async def test_alarms_are_dropped_only_when_nothing_else_is_left(queue: Refusing
     gap, stored = await queue.peek(10)
     assert [row[1] - T0 for row in decode_body(open_frame(stored.frame)).tables["alarm"].rows] == [3, 4]
     # The discarded alarms are declared first, as a collection gap of the refusing buffer.
-    assert decode_body(open_frame(gap.frame)).tables["outage"].rows == [[T0, T0 + 2, "store_error", ["gas.ch4"]]]
+    assert decode_body(open_frame(gap.frame)).tables["outage"].rows == [[T0, T0 + 2, "store_error", ["gas.ch4"], 0]]

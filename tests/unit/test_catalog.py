@@ -19,7 +19,7 @@ from agent.demo.localbroker import free_port
 from agent.pipeline.pipeline import PipelineOutput
 from agent.protocol import wire
 from agent.protocol.signing import BatchSigner, generate_key
-from agent.protocol.tables import CATALOG_COLUMNS
+from agent.protocol.tables import CATALOG_COLUMNS, CATALOG_TABLE
 from agent.runtime import Agent
 from buffer import AsyncDiskQueue
 from config.loader import parse_config
@@ -229,3 +229,40 @@ async def test_the_running_agent_sends_its_catalogue_and_a_changed_one_after_a_r
     assert [(c.seq, c.cat) for c in catalogs] == [(1, 0), (catalogs[1].seq, 1)]
     units = {r[0]: r[1] for r in wire.decode_body(catalogs[1]).tables["catalog"].rows}
     assert units["gas1.ch4"] == "ppm"
+
+
+def _many_tags(tmp_path: Path, count: int, text: str) -> str:
+    """The test configuration with ``count`` more tags on gas1, each with description and location ``text``."""
+    more = "".join(f'[[devices.gas1.tags]]\nname = "t{i}"\naddress = {100 + i}\ndescription = "{text}"\n'
+                   f'location = "{text}"\n' for i in range(count))
+    return _config(tmp_path).replace("[devices.hoist]", f"{more}[devices.hoist]")
+
+
+def test_a_catalogue_beyond_one_batch_is_refused_by_validation(tmp_path: Path) -> None:
+    """The catalogue is one batch (every later batch names its seq), so it is not split: a configuration
+    whose catalogue would exceed the frame bound is refused, saying why and what to do."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_many_tags(tmp_path, 1400, "€" * 1024))
+    assert "the tag catalogue does not fit one batch" in str(caught.value)
+    assert "shorten descriptions and locations" in str(caught.value)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+async def test_the_largest_catalogue_validation_accepts_is_a_batch_a_receiver_accepts(
+        tmp_path: Path, compression: str) -> None:
+    """Just inside the bound (long descriptions of 3-byte characters), the catalogue batch opens and decodes
+    as a receiver does, even uncompressed, with a row per tag."""
+    rows = catalog_rows(parse_config(_many_tags(tmp_path, 1300, "€" * 1024)))
+    q = AsyncDiskQueue(tmp_path / "buffer.sqlite", max_bytes=1 << 30, frame_tags=wire.frame_tags, min_free_bytes=0)
+    await q.open()
+    try:
+        b = Batcher("gw-cat", generate_key(tmp_path / "keys"), q, compression=compression)
+        await b.open()
+        b.set_catalog(rows)
+        await b.flush()
+        (stored,) = await q.peek(1)
+    finally:
+        await q.close()
+    batch = wire.open_frame(stored.frame)
+    assert batch.kind == "catalog"
+    assert len(wire.decode_body(batch).tables[CATALOG_TABLE].rows) == len(rows) == 1304
