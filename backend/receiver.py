@@ -39,6 +39,8 @@ from __future__ import annotations
 
 __all__ = [
     "CAUSES",
+    "REFUSED_BYTES_PER_GATEWAY",
+    "REFUSED_BYTES_TOTAL",
     "Arrival",
     "BrokerAddress",
     "IngestResult",
@@ -102,9 +104,14 @@ UNKNOWN_GATEWAY = "unknown"
 
 # Of a refused frame the archive keeps its first 64 KiB (with its SHA-256 and full length), except a frame refused
 # for its key or signature, which reverify() needs whole (at most MAX_FRAME_BYTES, or it would not have opened).
-# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk.
+# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk. Even those are kept whole
+# only within a budget (the bytes of such frames over 64 KiB): per gateway of the topic, every name with no
+# registered key sharing one, and in all; beyond it they are cut like the others, and reverify() cannot restore
+# them. Without the budget, anyone who can publish fills the disk with distinct 16 MiB frames in a bad signature.
 _KEPT_REFUSED_BYTES = 65_536
 _KEPT_WHOLE: frozenset[str] = frozenset({"unknown_key", "wrong_gateway", "signature"})
+REFUSED_BYTES_PER_GATEWAY = 256 * 2**20
+REFUSED_BYTES_TOTAL = 2 * 2**30
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
@@ -112,7 +119,7 @@ CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
                 "revoked", "signature", "seq_reused", "body"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -185,6 +192,10 @@ CREATE TABLE IF NOT EXISTS declared_outages (  -- time the gateway declared it w
     tags      TEXT    NOT NULL      -- JSON list of full tag names
 );
 CREATE INDEX IF NOT EXISTS declared_outages_by_gw ON declared_outages (gw, from_ms);
+CREATE TABLE IF NOT EXISTS refused_kept (  -- per topic gateway: bytes of refused frames over 64 KiB kept whole
+    gw    TEXT    PRIMARY KEY,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
@@ -391,9 +402,14 @@ class ReceiverStore:
     ``registry`` (:class:`backend.registry.KeyRegistry`) holds the keys in the same file.
     """
 
-    def __init__(self, db_path: Path | str, *, clock: Clock | None = None) -> None:
+    def __init__(self, db_path: Path | str, *, clock: Clock | None = None,
+                 max_refused_bytes: int = REFUSED_BYTES_PER_GATEWAY,
+                 max_refused_bytes_total: int = REFUSED_BYTES_TOTAL) -> None:
         self.path = Path(db_path)
         self.clock = clock or SystemClock()
+        # The budget for refused frames kept whole (see _KEPT_WHOLE): per topic gateway, and in all.
+        self.max_refused_bytes = max_refused_bytes
+        self.max_refused_bytes_total = max_refused_bytes_total
         self._throttle = _Throttle(self.clock)
         try:
             # check_same_thread=False: the async Receiver runs every call in one dedicated worker thread,
@@ -434,6 +450,11 @@ class ReceiverStore:
             self._db.execute("UPDATE rejected SET cause = 'seq_reused' WHERE cause = 'content'")
             # Older formats kept refused frames whole (format 2: all but unparsable ones, cut to 64 KiB).
             self._db.execute("UPDATE rejected SET frame_length = length(frame) WHERE frame_length = 0")
+            # Format 3 and older kept refused frames whole with no budget: what they keep counts against it.
+            self._db.execute("DELETE FROM refused_kept")
+            self._db.execute("INSERT INTO refused_kept (gw, bytes) SELECT gw, SUM(frame_length) FROM rejected "
+                             "WHERE frame_length > ? AND length(frame) = frame_length GROUP BY gw",
+                             (_KEPT_REFUSED_BYTES,))
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -683,29 +704,59 @@ class ReceiverStore:
         bump ``times``. Never ackable."""
         claims = refusal.claims
         gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
+        result = IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
+                              signer=claims.kid)
+        digest = hashlib.sha256(frame).digest()
+        if self._db.execute("UPDATE rejected SET times = times + 1 WHERE frame_hash = ?", (digest,)).rowcount:
+            return result
         # Only a frame refused for its key or signature can turn out genuine later (reverify); of any other, a
         # prefix with the whole frame's hash and length is evidence enough of what it was.
-        whole = refusal.cause in _KEPT_WHOLE and len(frame) <= MAX_FRAME_BYTES
-        kept = frame if whole else frame[:_KEPT_REFUSED_BYTES]
+        kept = frame[:_KEPT_REFUSED_BYTES]
+        if refusal.cause in _KEPT_WHOLE and _KEPT_REFUSED_BYTES < len(frame) <= MAX_FRAME_BYTES:
+            if self._keep_whole(gw, len(frame)):
+                kept = frame
+            elif (held := self._throttle.allow("refusal_budget")) is not None:
+                log.warning("receiver_refusal_budget_spent", gateway=gw, error=refusal.cause, suppressed=held,
+                            per_gateway=self.max_refused_bytes, total=self.max_refused_bytes_total)
         self._db.execute(
             "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
-            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (frame_hash) DO UPDATE SET times = times + 1",
-            (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now,
-             hashlib.sha256(frame).digest(), kept, len(frame)),
+            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now, digest, kept, len(frame)),
         )
-        return IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
-                            signer=claims.kid)
+        return result
+
+    def _keep_whole(self, gw: str, size: int) -> bool:
+        """Whether a refused frame of ``size`` bytes fits the budget for frames kept whole, and if so charge it
+        to ``gw`` (the topic gateway). Every gateway with no registered key shares one gateway's budget, so
+        made-up topic names cannot spend the budget of the registered ones."""
+        total, mine = self._db.execute(
+            "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(CASE WHEN gw = ? OR (? AND "
+            "NOT EXISTS (SELECT 1 FROM gateway_keys k WHERE k.gw = r.gw) AND "
+            "NOT EXISTS (SELECT 1 FROM batches b WHERE b.gw = r.gw)) THEN bytes END), 0) FROM refused_kept r",
+            (gw, self._unregistered(gw))).fetchone()
+        if mine + size > self.max_refused_bytes or total + size > self.max_refused_bytes_total:
+            return False
+        self._db.execute("INSERT INTO refused_kept (gw, bytes) VALUES (?, ?) "
+                         "ON CONFLICT (gw) DO UPDATE SET bytes = bytes + excluded.bytes", (gw, size))
+        return True
+
+    def _unregistered(self, gw: str) -> bool:
+        """True for a gateway with neither a registered key nor a stored batch (see :meth:`report`)."""
+        return self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM gateway_keys WHERE gw = ?1) AND "
+                                "NOT EXISTS (SELECT 1 FROM batches WHERE gw = ?1)", (gw,)).fetchone()[0] == 1
 
     def reverify(self) -> list[IngestResult]:
         """Decide again every frame refused for its key or signature (``unknown_key``, ``wrong_gateway``,
         ``signature``) against the registry as it is now, as of the frame's first arrival. Frames that now
         pass move out of ``rejected`` into the archive; the others stay, with their cause brought up to date
-        (for example ``unknown_key`` becoming ``key_not_valid``)."""
-        rows = self._db.execute("SELECT id, gw, received_at, frame FROM rejected WHERE cause IN "
-                                "('unknown_key', 'wrong_gateway', 'signature') ORDER BY id").fetchall()
+        (for example ``unknown_key`` becoming ``key_not_valid``). A frame that was refused once the budget
+        for frames kept whole was spent kept only its first 64 KiB, so it cannot be decided again: it stays
+        as it is (the report counts such frames as ``not_kept_whole``)."""
+        rows = self._db.execute("SELECT id, gw, received_at, frame, frame_length FROM rejected WHERE cause IN "
+                                "('unknown_key', 'wrong_gateway', 'signature') AND length(frame) = frame_length "
+                                "ORDER BY id").fetchall()
         results = []
-        for row_id, gw, received_at, frame in rows:
+        for row_id, gw, received_at, frame, length in rows:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("SAVEPOINT frame")
@@ -720,6 +771,9 @@ class ReceiverStore:
                                           cause=refusal.cause, signer=refusal.claims.kid)
                 else:
                     self._db.execute("DELETE FROM rejected WHERE id = ?", (row_id,))
+                    if length > _KEPT_REFUSED_BYTES:  # it was charged to the budget for frames kept whole
+                        self._db.execute("UPDATE refused_kept SET bytes = MAX(bytes - ?, 0) WHERE gw = ?",
+                                         (length, gw))
                 self._db.execute("RELEASE frame")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -777,9 +831,10 @@ class ReceiverStore:
                     for s, c, r, g, k, n in reversed(db.execute(
                         "SELECT claimed_seq, cause, reason, claimed_gw, signer_kid, times FROM rejected "
                         "WHERE gw=? ORDER BY id DESC LIMIT ?", (gw, REPORT_REFUSALS)).fetchall())]
-        frames, deliveries, sent, kept = db.execute(
+        frames, deliveries, sent, kept, cut = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
-            "COALESCE(SUM(length(frame)), 0) FROM rejected WHERE gw=?", (gw,)).fetchone()
+            "COALESCE(SUM(length(frame)), 0), COUNT(*) FILTER (WHERE cause IN ('unknown_key', 'wrong_gateway', "
+            "'signature') AND length(frame) < frame_length) FROM rejected WHERE gw=?", (gw,)).fetchone()
         by_cause = dict(db.execute("SELECT cause, COUNT(*) FROM rejected WHERE gw=? GROUP BY cause ORDER BY 1",
                                    (gw,)).fetchall())
         by_signer = dict(db.execute("SELECT signer_kid, COUNT(*) FROM rejected WHERE gw=? AND signer_kid IS NOT "
@@ -796,7 +851,7 @@ class ReceiverStore:
             "duplicates": dup[0] if dup else 0,
             "rejected": rejected,
             "refusals": {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
-                         "by_cause": by_cause, "by_signer": by_signer},
+                         "not_kept_whole": cut, "by_cause": by_cause, "by_signer": by_signer},
             "chain_breaks": breaks,
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],

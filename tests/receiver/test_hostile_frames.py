@@ -237,6 +237,65 @@ def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverSto
     assert all(kept[hashlib.sha256(f).digest()] == f[:65_536] for f, _, _ in flood)
 
 
+def _forged(signer: BatchSigner, gw: str, seq: int, *, kid: str | None = None) -> bytes:
+    """A 1 MiB frame (80 000 raw rows) in ``gw``'s name signed by ``signer`` (refused for its key), or bearing
+    ``kid`` and a signature that does not verify: what anyone who can publish can make, distinct each time."""
+    rng = random.Random(seq)
+    body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(["tag", "ts", "value"], [
+        [0, i % 1000, rng.random()] for i in range(80_000)])}, T0, enc="none")
+    frame = _signed(signer, {"kid": kid} if kid else None, body=body, enc="none", gw=gw, seq=seq)
+    return frame[:-64] + bytes(64) if kid else frame
+
+
+def _whole_and_cut(store: ReceiverStore) -> dict[str, tuple[int, int]]:
+    """Per topic gateway: the bytes of refused frames over 64 KiB kept whole, and how many were cut."""
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT gw, SUM(CASE WHEN length(frame) = frame_length AND frame_length > 65536 "
+                          "THEN frame_length ELSE 0 END), SUM(length(frame) < frame_length) FROM rejected "
+                          "GROUP BY gw").fetchall()
+    return {gw: (whole, cut) for gw, whole, cut in rows}
+
+
+def test_frames_refused_for_their_key_are_kept_whole_only_within_the_budget(tmp_path: Path) -> None:
+    """A keyless flood of distinct 1 MiB frames (a bad signature under B's key id, unknown keys on A's topic
+    and on made-up topic names) keeps whole only what fits the budget per topic gateway (every unregistered
+    name sharing one) and in all; the rest keeps 64 KiB and is counted. B's genuine batch, in the middle of
+    the flood, is stored; reverify restores a whole frame and frees its budget, and leaves a cut one alone."""
+    size = len(_forged(STRANGER, "gw-A", 1))
+    store = ReceiverStore(tmp_path / "r.sqlite", max_refused_bytes=2 * size + 1000,
+                          max_refused_bytes_total=4 * size + 1000)
+    register(store, KEY_A, "gw-A")
+    register(store, KEY_B, "gw-B")
+    store.ingest_many([(f, "gw-B", "data") for f in GENUINE_B])
+    on_b = [(_forged(KEY_A, "gw-B", 10 + i, kid=KEY_B.kid), "gw-B", "data") for i in range(4)]
+    made_up = [(_forged(STRANGER, f"fk-{i}", 20 + i), f"fk-{i}", "data") for i in range(4)]  # sizes alike
+    on_a = [(_forged(STRANGER, "gw-A", 30 + i), "gw-A", "data") for i in range(3)]
+    results = store.ingest_many([*on_b, *made_up, (B_NEXT, "gw-B", "data"), *on_a])
+
+    assert [r.status for r in results] == ["rejected"] * 8 + ["stored"] + ["rejected"] * 3
+    assert _whole_and_cut(store) == {
+        "gw-B": (2 * size, 2),  # three frames (genuine ones included) would not fit B's budget
+        "fk-0": (size, 0), "fk-1": (size, 0), "fk-2": (0, 1), "fk-3": (0, 1),  # one budget for them all
+        "gw-A": (0, 3),  # the budget in all is spent
+    }
+    report = store.report()["gateways"]
+    assert (report["gw-B"]["batches"], report["gw-B"]["missing"]) == (4, [])
+    assert report["gw-B"]["refusals"]["not_kept_whole"] == 2
+    assert report["gw-B"]["refusals"]["kept_bytes"] == 2 * size + 2 * 65_536
+    assert report["gw-A"]["refusals"]["not_kept_whole"] == 3
+
+    register(store, STRANGER, "fk-0")
+    decided = store.reverify()  # A's cut frames are not decided again (they would not even open)
+    assert {(r.gw, r.status, r.cause) for r in decided} == {
+        ("gw-B", "rejected", "signature"), ("fk-0", "stored", None), ("fk-1", "rejected", "wrong_gateway")}
+    assert store.report()["gateways"]["fk-0"]["batches"] == 1
+    assert store.report()["gateways"]["gw-A"]["refusals"]["by_cause"] == {"unknown_key": 3}
+    late = _forged(STRANGER, "gw-A", 40)
+    store.ingest(late, topic_gw="gw-A", topic_kind="data")  # fk-0's freed bytes make room in all
+    assert _whole_and_cut(store)["gw-A"] == (size, 3)
+    store.close()
+
+
 # ---------------------------------------------------------------------- fuzzing
 
 def _mutations() -> st.SearchStrategy[bytes]:

@@ -42,8 +42,8 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     report = _gw(store)
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
-                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "by_cause": {},
-                                   "by_signer": {}},
+                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "not_kept_whole": 0,
+                                   "by_cause": {}, "by_signer": {}},
                       "missing": [], "declared_gaps": [], "declared_outages": [], "last_seq": 3,
                       "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
