@@ -119,6 +119,7 @@ CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
                 "revoked", "signature", "seq_reused", "body"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
+REPORT_UNREGISTERED = 20  # topic names with no registered key listed in the report (all are counted)
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -506,11 +507,16 @@ class ReceiverStore:
 
     def _log(self, results: list[IngestResult]) -> None:
         """Refusals and chain breaks, at most one line per gateway and cause a minute (a flood of forged
-        frames must not become a flood of log lines)."""
+        frames must not become a flood of log lines). Refusals under topic names with no registered key make
+        at most one line a minute all together: throttled per name, made-up names would each log a line."""
         for r in results:
-            if r.status == "rejected" and (held := self._throttle.allow(r.gw, r.cause or "")) is not None:
-                log.warning("receiver_batch_rejected", gateway=r.gw, seq=r.seq, error=r.cause, reason=r.reason,
-                            signer=r.signer, suppressed=held)
+            if r.status == "rejected":
+                unregistered = self._unregistered(r.gw)
+                held = self._throttle.allow(*(("", "unregistered") if unregistered else (r.gw, r.cause or "")))
+                if held is not None:
+                    log.warning("receiver_unregistered_rejected" if unregistered else "receiver_batch_rejected",
+                                gateway=r.gw, seq=r.seq, error=r.cause, reason=r.reason, signer=r.signer,
+                                suppressed=held)
             for seq, reason in r.chain_breaks:
                 if (held := self._throttle.allow(r.gw, "chain_break")) is not None:
                     log.error("receiver_chain_break", gateway=r.gw, seq=seq, error=reason, suppressed=held)
@@ -806,9 +812,11 @@ class ReceiverStore:
     # ------------------------------------------------------------------ queries
 
     def gateways(self) -> list[str]:
+        """The gateways the archive knows: those with a registered key or a stored batch. A topic name that has
+        neither is not one, whatever was refused under it (see :meth:`report`)."""
         rows = self._db.execute(
-            "SELECT gw FROM batches UNION SELECT gw FROM rejected UNION SELECT gw FROM gateway_counters "
-            "UNION SELECT gw FROM gateway_keys ORDER BY 1"
+            "SELECT gw FROM batches UNION SELECT gw FROM gateway_counters UNION SELECT gw FROM gateway_keys "
+            "ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -818,9 +826,27 @@ class ReceiverStore:
 
         ``missing`` is every seq from 1 to the highest stored seq that is neither stored nor inside a declared
         gap; a refused seq is therefore also missing until a valid copy arrives.
+
+        Frames refused under a topic gateway with neither a registered key nor a stored batch are not a
+        gateway's: they are summed up in ``unregistered`` (frames, deliveries, bytes, by cause, how many
+        names, and the :data:`REPORT_UNREGISTERED` names with the most frames), so junk published under
+        thousands of made-up names makes one entry, not thousands of gateways.
         """
         now = int(self.clock.time() * 1000)
-        return {"gateways": {gw: self._gateway_report(gw, now) for gw in self.gateways()}}
+        return {"gateways": {gw: self._gateway_report(gw, now) for gw in self.gateways()},
+                "unregistered": self._unregistered_report()}
+
+    def _unregistered_report(self) -> dict[str, Any]:
+        where = ("FROM rejected r WHERE NOT EXISTS (SELECT 1 FROM gateway_keys k WHERE k.gw = r.gw) "
+                 "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.gw = r.gw)")
+        frames, deliveries, sent, kept, names = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
+            "COALESCE(SUM(length(frame)), 0), COUNT(DISTINCT gw) " + where).fetchone()
+        by_cause = dict(self._db.execute("SELECT cause, COUNT(*) " + where + " GROUP BY cause ORDER BY 1"))
+        sample = [{"gw": gw, "frames": n} for gw, n in self._db.execute(
+            "SELECT gw, COUNT(*) " + where + " GROUP BY gw ORDER BY 2 DESC, 1 LIMIT ?", (REPORT_UNREGISTERED,))]
+        return {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
+                "by_cause": by_cause, "gateways": names, "sample": sample}
 
     def _gateway_report(self, gw: str, now: int) -> dict[str, Any]:
         db = self._db
@@ -951,7 +977,7 @@ class ReceiverStats:
     acks_published: int = 0  # signed ack messages
     reconnects: int = 0
     last_error: str | None = None
-    by_gateway: dict[str, int] = field(default_factory=dict)
+    by_gateway: dict[str, int] = field(default_factory=dict)  # batches held (stored or duplicate) per gateway
 
 
 class Receiver:
@@ -1096,7 +1122,8 @@ class Receiver:
             self.stats.duplicates += 1
         else:
             self.stats.rejected += 1
-        self.stats.by_gateway[r.gw] = self.stats.by_gateway.get(r.gw, 0) + 1
+        if r.ackable:  # a refusal's gateway is only the topic's name, anyone's to make up
+            self.stats.by_gateway[r.gw] = self.stats.by_gateway.get(r.gw, 0) + 1
 
     async def _publish_acks(self, client: Any) -> None:
         """Every ``ack_interval_s`` at most, signed acks per gateway covering what was decided since: the

@@ -296,6 +296,32 @@ def test_frames_refused_for_their_key_are_kept_whole_only_within_the_budget(tmp_
     store.close()
 
 
+def test_junk_under_made_up_topic_names_is_one_entry_and_one_log_line(
+        store: ReceiverStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """5 000 junk frames, each on a topic name of its own with no registered key, create no gateway in the
+    report but one ``unregistered`` summary with a bounded sample of names, and log one line (with nothing
+    held back yet); refusals under a registered gateway's topic stay that gateway's, logged apart."""
+    capsys.readouterr()
+    junk = [(b"\xc1junk%d" % i, f"fake{i}", "data") for i in range(5000)]
+    for i in range(0, len(junk), 256):
+        store.ingest_many(junk[i:i + 256])
+    store.ingest_many([(b"\xc1junk on A", "gw-A", "data"), (B_NEXT, "gw-B", "data")])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("receiver_unregistered_rejected" in line for line in lines) == 1
+    assert sum("receiver_batch_rejected" in line for line in lines) == 1
+    report = store.report()
+    assert sorted(report["gateways"]) == ["gw-A", "gw-B"]
+    assert report["gateways"]["gw-A"]["refusals"]["by_cause"] == {"format": 1}
+    assert report["gateways"]["gw-B"]["batches"] == 4
+    unregistered = report["unregistered"]
+    assert {k: unregistered[k] for k in ("frames", "deliveries", "gateways", "by_cause")} == {
+        "frames": 5000, "deliveries": 5000, "gateways": 5000, "by_cause": {"format": 5000}}
+    assert unregistered["bytes"] == sum(len(f) for f, _, _ in junk)
+    assert len(unregistered["sample"]) == 20
+    assert all(s["frames"] == 1 and s["gw"].startswith("fake") for s in unregistered["sample"])
+
+
 # ---------------------------------------------------------------------- fuzzing
 
 def _mutations() -> st.SearchStrategy[bytes]:

@@ -145,6 +145,7 @@ def test_seq_reused_with_other_content_is_rejected(store: ReceiverStore,
 def test_unknown_key_is_rejected_naming_the_key(store: ReceiverStore) -> None:
     """A frame signed by a key missing from the registry is refused with the key id as its signer."""
     stranger = BatchSigner(Ed25519PrivateKey.generate())
+    register(store, BatchSigner(Ed25519PrivateKey.generate()), "gw-02")  # gw-02 is a gateway of the archive
     result = store.ingest(Chain(stranger, gw="gw-02").data().frame)
 
     assert (result.status, result.cause, result.signer) == ("rejected", "unknown_key", stranger.kid)
@@ -166,19 +167,23 @@ def test_unknown_key_frames_are_stored_after_the_key_is_trusted(store: ReceiverS
 
 
 def test_malformed_frame_is_counted_under_unknown(store: ReceiverStore) -> None:
-    """Bytes that are not a frame are recorded under gateway "unknown" and never acknowledged."""
+    """Bytes that are not a frame are recorded under the name "unknown" and never acknowledged; no key is
+    registered for that name, so the report counts them with the other unregistered names."""
     result = store.ingest(b"\x93\x01garbage")
 
     assert (result.status, result.gw, result.ackable) == ("rejected", "unknown", False)
-    assert len(_gw(store, "unknown")["rejected"]) == 1
+    report = store.report()
+    assert "unknown" not in report["gateways"]
+    assert report["unregistered"]["sample"] == [{"gw": "unknown", "frames": 1}]
 
 
 def test_same_rejected_frame_twice_is_listed_once(store: ReceiverStore) -> None:
     """A refused frame redelivered is recorded once, not once per delivery."""
-    store.ingest(b"not a frame")
-    store.ingest(b"not a frame")
+    store.ingest(b"not a frame", topic_gw="gw-01")
+    store.ingest(b"not a frame", topic_gw="gw-01")
 
-    assert len(_gw(store, "unknown")["rejected"]) == 1
+    assert len(_gw(store)["rejected"]) == 1
+    assert (_gw(store)["refusals"]["frames"], _gw(store)["refusals"]["deliveries"]) == (1, 2)
 
 
 def test_frame_on_another_gateways_topic_is_rejected(store: ReceiverStore,
