@@ -13,7 +13,9 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
   so the broker may forget it too) and, given the archive key, the signed ack on ``<prefix>/<gw>/ack``
   (:mod:`agent.protocol.acks`) that lets the gateway delete batches from its buffer: for stored and
   duplicate batches only, never for a refused frame. An ack names hash-linked runs of batches, so it can
-  only be produced from what the store holds.
+  only be produced from what the store holds. A retained message on a batch topic is counted and
+  acknowledged unread: no gateway publishes batches retained, and the broker would hand it over again at
+  every subscribe.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
 overtake data batches, and a backlog drained after an outage arrives after live data. When seq ``n`` is
@@ -971,6 +973,7 @@ def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
 class ReceiverStats:
     connected: bool = False
     received: int = 0
+    retained: int = 0  # retained messages on batch topics, dropped unread (a gateway never sends them)
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -1026,6 +1029,7 @@ class Receiver:
         # gw -> seq -> (hash, prev) of batches the store holds and the gateway has not been told about yet.
         self._pending_acks: dict[str, dict[int, tuple[bytes, bytes]]] = {}
         self._ack_wakeup = asyncio.Event()
+        self._throttle = _Throttle(self.clock)
         self.subscribed = asyncio.Event()  # set while subscribed; tests wait on it
 
     @property
@@ -1101,9 +1105,10 @@ class Receiver:
             chunk = [first]
             while len(messages) and len(chunk) < self.max_frames_per_commit:
                 chunk.append(await anext(messages))
-            items = [(bytes(m.payload), *self._topic_levels(m.topic.value)) for m in chunk]
+            items = [(bytes(m.payload), *self._topic_levels(m.topic.value)) for m in chunk if not m.retain]
+            self._drop_retained([m for m in chunk if m.retain])
             self.stats.received += len(items)
-            results = await loop.run_in_executor(executor, self.store.ingest_many, items)
+            results = await loop.run_in_executor(executor, self.store.ingest_many, items) if items else []
             # Committed: now the broker may forget them (a crash before this line means redelivery).
             for m in chunk:
                 ack_message(client, m)
@@ -1114,6 +1119,18 @@ class Receiver:
                     self._pending_acks.setdefault(r.gw, {}).setdefault(r.seq, (r.hash, r.prev))
             if self._pending_acks:
                 self._ack_wakeup.set()
+
+    def _drop_retained(self, retained: list[Any]) -> None:
+        """Count retained messages on batch topics, which are acknowledged to the broker but never decoded.
+
+        A gateway never publishes a batch retained, so a retained one is not a gateway's; and the broker
+        hands every retained message to each new subscription, so a hostile frame planted retained would
+        otherwise be paid for again at every receiver start and reconnect."""
+        for m in retained:
+            self.stats.retained += 1
+            if (held := self._throttle.allow("retained")) is not None:
+                log.warning("receiver_retained_dropped", gateway=self._topic_levels(m.topic.value)[0][:MAX_ID_CHARS],
+                            suppressed=held)
 
     def _count(self, r: IngestResult) -> None:
         if r.status == "stored":
