@@ -117,9 +117,9 @@ REFUSED_BYTES_TOTAL = 2 * 2**30
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
-          "signature", "seq_reused", "body")
+          "signature", "seq_reused", "body", "benched")
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
-                "revoked", "signature", "seq_reused", "body"]
+                "revoked", "signature", "seq_reused", "body", "benched"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
 REPORT_UNREGISTERED = 20  # topic names with no registered key listed in the report (all are counted)
 SCHEMA_VERSION = 4
@@ -334,6 +334,43 @@ class _Throttle:
         return held
 
 
+class _Bench:
+    """Fairness between gateways on the store's one thread. A signed body at the bounds costs seconds of CPU
+    to decode and check before it can be refused, and every gateway's frames wait behind it; only a gateway's
+    key can sign one, so the key holder is whom to slow down. After ``strikes`` signed frames of a gateway in a
+    row were refused for their body, its signed frames are refused before their body (cause ``benched``) for
+    ``first_s``, doubling up to ``max_s`` while it goes on; a batch of it stored ends that. A genuine batch
+    refused meanwhile is sent again by its gateway (no ack came) and stored once the bench is over.
+
+    Rejected: a time budget per gateway measured on the thread, which depends on the machine's load and
+    cannot stop a decode in progress; and benching on unsigned refusals, which anyone could cause."""
+
+    def __init__(self, clock: Clock, *, strikes: int = 3, first_s: float = 30.0, max_s: float = 600.0) -> None:
+        self.clock = clock
+        self.strikes = strikes
+        self.first_s = first_s
+        self.max_s = max_s
+        self._state: dict[str, list[float]] = {}  # gw -> [refused in a row, benched until, next bench seconds]
+
+    def remaining(self, gw: str) -> float:
+        """Seconds ``gw`` stays benched (0 when it is not)."""
+        state = self._state.get(gw)
+        return max(0.0, state[1] - self.clock.monotonic()) if state else 0.0
+
+    def refused(self, gw: str) -> float:
+        """A signed frame of ``gw`` was refused for its body; the seconds of the bench this starts, or 0."""
+        state = self._state.setdefault(gw, [0, 0.0, self.first_s])
+        state[0] += 1
+        if state[0] < self.strikes:
+            return 0.0
+        seconds = state[2]
+        state[:] = [0, self.clock.monotonic() + seconds, min(seconds * 2, self.max_s)]
+        return seconds
+
+    def stored(self, gw: str) -> None:
+        self._state.pop(gw, None)
+
+
 def coalesce(seqs: Iterable[int]) -> list[list[int]]:
     """Sorted, merged ``[first, last]`` ranges covering ``seqs``: ``{1,2,3,7}`` -> ``[[1,3],[7,7]]``."""
     ranges: list[list[int]] = []
@@ -414,6 +451,7 @@ class ReceiverStore:
         self.max_refused_bytes = max_refused_bytes
         self.max_refused_bytes_total = max_refused_bytes_total
         self._throttle = _Throttle(self.clock)
+        self._bench = _Bench(self.clock)
         try:
             # check_same_thread=False: the async Receiver runs every call in one dedicated worker thread,
             # which is not the thread that opened the file. Calls are never concurrent.
@@ -541,7 +579,7 @@ class ReceiverStore:
         return result
 
     def _ingest_one(self, frame: bytes, topic_gw: str | None, topic_kind: str | None,
-                    arrival: int) -> IngestResult:
+                    arrival: int, *, bench: bool = True) -> IngestResult:
         # Size, parse and every header value's type and bound (steps 1 to 3 of docs/protocol.md §6) are the
         # frame code's: open_frame refuses a frame beyond a bound with WireBoundsError, anything else
         # malformed with WireFormatError, and checks the kind against the protocol's list.
@@ -572,14 +610,17 @@ class ReceiverStore:
                                     hash=batch.hash, prev=batch.prev)
             raise _Refusal("seq_reused", f"seq reused with different content (stored hash "
                                          f"{_short(bytes(row[0]))}, this hash {_short(batch.hash)})", claims)
+        if bench and (wait := self._bench.remaining(batch.gw)) > 0:
+            raise _Refusal("benched", f"gateway benched for {wait:.0f} s more: its last signed frames were "
+                                      "refused for their body", claims)
         try:
-            records = self._store_rows(batch, wire.decode_body(batch))
-        except WireFormatError as exc:
-            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
-        except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
+            records = self._body(batch, claims)
+        except _Refusal as refusal:
+            if bench and (seconds := self._bench.refused(batch.gw)):
+                log.warning("receiver_gateway_benched", gateway=batch.gw, seq=batch.seq, error=refusal.cause,
+                            seconds=seconds)
             raise
-        except Exception as exc:  # a body the decoder did not foresee
-            raise _Refusal("body", f"body not understood ({type(exc).__name__})", claims) from exc
+        self._bench.stored(batch.gw)
         self._db.execute(
             "INSERT INTO batches (gw, seq, hash, prev, kind, t0, t1, created, kid, received_at, records, "
             "frame, cat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -589,6 +630,17 @@ class ReceiverStore:
         breaks = self._check_links(batch, arrival)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
+
+    def _body(self, batch: wire.Batch, claims: _Claims) -> int:
+        """Decode the body and store its rows (:meth:`_store_rows`), or refuse it (``bounds``, ``body``)."""
+        try:
+            return self._store_rows(batch, wire.decode_body(batch))
+        except WireFormatError as exc:
+            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
+        except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
+            raise
+        except Exception as exc:  # a body the decoder did not foresee
+            raise _Refusal("body", f"body not understood ({type(exc).__name__})", claims) from exc
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
         """Insert every row of every table; record gap and outage rows as declared loss and catalog rows as a
@@ -769,7 +821,7 @@ class ReceiverStore:
             try:
                 self._db.execute("SAVEPOINT frame")
                 try:
-                    result = self._ingest_one(bytes(frame), gw, None, received_at)
+                    result = self._ingest_one(bytes(frame), gw, None, received_at, bench=False)
                 except _Refusal as refusal:
                     self._db.execute("ROLLBACK TO frame")
                     self._db.execute("UPDATE rejected SET cause = ?, reason = ?, signer_kid = "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import structlog
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import OUTAGE_COLUMNS
 from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
 from tests.fuzzing import FUZZ_EXAMPLES
-from tests.receiver.chain import T0, Chain, register
+from tests.receiver.chain import T0, Chain, WallClock, register
 
 KEY_A = BatchSigner(Ed25519PrivateKey.generate())  # the attacker's own gateway key, registered for gw-A
 KEY_B = BatchSigner(Ed25519PrivateKey.generate())  # the victim's key, registered for gw-B
@@ -225,7 +226,9 @@ def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverSto
     unknown = _signed(STRANGER, body=rng.randbytes(1 << 20), enc="none", seq=99)
     results = store.ingest_many([*flood, (unknown, "gw-A", "data")])
 
-    assert {r.cause for r in results[:-1]} == {"body", "bounds", "format"}
+    # A's fourth undecodable body onwards is refused unread: A is benched (see the test on benching).
+    assert [r.cause for r in results[:20]] == ["body"] * 3 + ["benched"] * 17
+    assert {r.cause for r in results[20:-1]} == {"bounds", "format"}
     assert results[-1].cause == "unknown_key"
     refusals = store.report()["gateways"]["gw-A"]["refusals"]
     assert refusals["frames"] == len(flood) + 1
@@ -320,6 +323,52 @@ def test_junk_under_made_up_topic_names_is_one_entry_and_one_log_line(
     assert unregistered["bytes"] == sum(len(f) for f, _, _ in junk)
     assert len(unregistered["sample"]) == 20
     assert all(s["frames"] == 1 and s["gw"].startswith("fake") for s in unregistered["sample"])
+
+
+def _over_bounds(seq: int) -> Arrival:
+    """A frame A's key signs whose body is refused only once decoded and checked: what costs the receiver."""
+    return (_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"], [[0, 0, "x" * 5000]])}, seq=seq),
+            "gw-A", "data")
+
+
+def test_a_key_holder_whose_bodies_keep_failing_is_benched(tmp_path: Path) -> None:
+    """Three signed frames of A in a row refused for their body bench A: its next signed frames are refused
+    before their body is decoded, for 30 s, then 60 s if it goes on; B is not affected, frames A's key did
+    not sign do not bench A, and A's genuine batch sent again after the bench is stored."""
+    clock = WallClock(T0)
+    store = ReceiverStore(tmp_path / "r.sqlite", clock=clock)
+    register(store, KEY_A, "gw-A")
+    register(store, KEY_B, "gw-B")
+    chain_a, chain_b = Chain(KEY_A, gw="gw-A"), Chain(KEY_B, gw="gw-B")
+    not_a = [(b"\xc1junk%d" % i, "gw-A", "data") for i in range(5)] + [(_signed(STRANGER, seq=50), "gw-A", "data")]
+    first_a = chain_a.data().frame
+    assert [r.status for r in store.ingest_many([*not_a, _over_bounds(60), _over_bounds(61),
+                                                 (first_a, "gw-A", "data")])][-1] == "stored"
+
+    def decide(frame: bytes, gw: str = "gw-A") -> str | None:
+        r = store.ingest(frame, topic_gw=gw, topic_kind="data")
+        return r.cause or r.status
+
+    with structlog.testing.capture_logs() as logs:
+        causes = [r.cause for r in store.ingest_many([_over_bounds(100 + i) for i in range(3)])]
+    assert causes == ["bounds"] * 3
+    assert [(e["event"], e["seconds"]) for e in logs if e["event"] == "receiver_gateway_benched"] == [
+        ("receiver_gateway_benched", 30.0)]
+    genuine_a, genuine_b = chain_a.data().frame, chain_b.data().frame
+    assert (decide(genuine_a), decide(_over_bounds(103)[0]), decide(genuine_b, "gw-B")) == (
+        "benched", "benched", "stored")
+    assert decide(first_a) == "duplicate"  # what the archive holds is still acknowledged
+
+    clock.ms += 30_000
+    assert [decide(_over_bounds(110 + i)[0]) for i in range(4)] == ["bounds"] * 3 + ["benched"]
+    clock.ms += 30_000
+    assert decide(genuine_a) == "benched"  # the second bench in a row lasts 60 s
+    clock.ms += 30_000
+    assert decide(genuine_a) == "stored"  # sent again by A, which had no ack for it
+    report = store.report()["gateways"]
+    assert (report["gw-A"]["batches"], report["gw-A"]["refusals"]["by_cause"]["benched"]) == (2, 3)
+    assert (report["gw-B"]["batches"], report["gw-B"]["refusals"]["frames"]) == (1, 0)
+    store.close()
 
 
 # ---------------------------------------------------------------------- fuzzing

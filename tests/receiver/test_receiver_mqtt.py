@@ -149,8 +149,8 @@ async def test_retained_batch_messages_are_dropped_unread_at_every_start(broker:
             receiver = Receiver(broker.url, store, client_id="test-receiver")
             async with running(receiver):
                 await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame)])
-                await _wait_for(lambda: receiver.stats.stored == 1, f"start {start}: the next batch was stored")
-                await _wait_for(lambda: receiver.stats.retained == 2, f"start {start}: both retained dropped")
+                await _wait_for(lambda r=receiver: r.stats.stored == 1, f"start {start}: the next batch was stored")
+                await _wait_for(lambda r=receiver: r.stats.retained == 2, f"start {start}: both retained dropped")
             assert (receiver.stats.received, receiver.stats.rejected) == (1, 0)
         report = store.report()
 
