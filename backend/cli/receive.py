@@ -161,7 +161,8 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(_run_until_signalled(receiver))
         stats = receiver.stats
     print(json.dumps({"received": stats.received, "stored": stats.stored, "duplicates": stats.duplicates,
-                      "rejected": stats.rejected, "acks_published": stats.acks_published}), file=sys.stderr)
+                      "rejected": stats.rejected, "retained_dropped": stats.retained,
+                      "acks_published": stats.acks_published}), file=sys.stderr)
     return 0
 
 

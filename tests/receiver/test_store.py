@@ -400,3 +400,31 @@ def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: Batc
     assert report["rejected"] == [{"seq": 1, "cause": "seq_reused", "reason": "seq reused with different content",
                                    "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]
     assert (report["refusals"]["bytes"], report["refusals"]["kept_bytes"]) == (len(refused), len(refused))
+
+
+def _large_unknown_key_frame(seq: int) -> bytes:
+    """A 150 KB frame of gw-01 signed by a key nobody registered: kept whole, if the budget allows."""
+    values = [[0, i % 1000, seq + i / 7] for i in range(15_000)]
+    body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(["tag", "ts", "value"], values)}, T0, enc="none")
+    return wire.encode_frame(BatchSigner(Ed25519PrivateKey.generate()), gw="gw-01", seq=seq, prev=wire.GENESIS_HASH,
+                             created=T0 + 1000, t0=T0, t1=T0 + 1000, kind="data", enc="none", body=body).frame
+
+
+def test_a_format_3_database_counts_what_it_kept_whole_against_the_budget(tmp_path: Path,
+                                                                         signer: BatchSigner) -> None:
+    """Opening a database of format 3 (which kept such frames whole with no budget) tallies what it keeps, so
+    the next frame refused for its key that would exceed the budget keeps only 64 KiB."""
+    path = tmp_path / "v3.sqlite"
+    old, new = _large_unknown_key_frame(1), _large_unknown_key_frame(2)
+    with ReceiverStore(path) as store:
+        register(store, signer)
+        assert store.ingest(old, topic_gw="gw-01", topic_kind="data").cause == "unknown_key"
+    with sqlite3.connect(path) as db:  # as format 3 left it: no tally of the frames kept whole
+        db.execute("DELETE FROM refused_kept")
+        db.execute("PRAGMA user_version = 3")
+    with ReceiverStore(path, max_refused_bytes=len(old) + len(new) - 1) as store:
+        assert store.ingest(new, topic_gw="gw-01", topic_kind="data").cause == "unknown_key"
+        refusals = store.report()["gateways"]["gw-01"]["refusals"]
+
+    assert len(old) > 65_536
+    assert (refusals["frames"], refusals["not_kept_whole"], refusals["kept_bytes"]) == (2, 1, len(old) + 65_536)
