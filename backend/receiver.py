@@ -13,7 +13,9 @@ This is the backend side of docs/protocol.md, written to be read next to it. Two
   so the broker may forget it too) and, given the archive key, the signed ack on ``<prefix>/<gw>/ack``
   (:mod:`agent.protocol.acks`) that lets the gateway delete batches from its buffer: for stored and
   duplicate batches only, never for a refused frame. An ack names hash-linked runs of batches, so it can
-  only be produced from what the store holds.
+  only be produced from what the store holds. A retained message on a batch topic is counted and
+  acknowledged unread: no gateway publishes batches retained, and the broker would hand it over again at
+  every subscribe.
 
 Chain verification works with batches in any order, because they do not arrive in order: alarm batches
 overtake data batches, and a backlog drained after an outage arrives after live data. When seq ``n`` is
@@ -39,6 +41,8 @@ from __future__ import annotations
 
 __all__ = [
     "CAUSES",
+    "REFUSED_BYTES_PER_GATEWAY",
+    "REFUSED_BYTES_TOTAL",
     "Arrival",
     "BrokerAddress",
     "IngestResult",
@@ -103,17 +107,23 @@ UNKNOWN_GATEWAY = "unknown"
 
 # Of a refused frame the archive keeps its first 64 KiB (with its SHA-256 and full length), except a frame refused
 # for its key or signature, which reverify() needs whole (at most MAX_FRAME_BYTES, or it would not have opened).
-# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk.
+# Distinct refused frames of up to 16 MiB each would otherwise fill the archive's disk. Even those are kept whole
+# only within a budget (the bytes of such frames over 64 KiB): per gateway of the topic, every name with no
+# registered key sharing one, and in all; beyond it they are cut like the others, and reverify() cannot restore
+# them. Without the budget, anyone who can publish fills the disk with distinct 16 MiB frames in a bad signature.
 _KEPT_REFUSED_BYTES = 65_536
 _KEPT_WHOLE: frozenset[str] = frozenset({"unknown_key", "wrong_gateway", "signature"})
+REFUSED_BYTES_PER_GATEWAY = 256 * 2**20
+REFUSED_BYTES_TOTAL = 2 * 2**30
 
 # Why a frame was refused: the fixed list of docs/protocol.md §6.
 CAUSES = ("format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid", "revoked",
-          "signature", "seq_reused", "body")
+          "signature", "seq_reused", "body", "benched")
 Cause = Literal["format", "bounds", "topic", "kind", "unknown_key", "wrong_gateway", "key_not_valid",
-                "revoked", "signature", "seq_reused", "body"]
+                "revoked", "signature", "seq_reused", "body", "benched"]
 REPORT_REFUSALS = 100  # refusals listed per gateway in the report (all are counted)
-SCHEMA_VERSION = 3
+REPORT_UNREGISTERED = 20  # topic names with no registered key listed in the report (all are counted)
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -174,7 +184,8 @@ CREATE TABLE IF NOT EXISTS declared_gaps (
     from_ms   INTEGER,
     to_ms     INTEGER,
     reason    TEXT    NOT NULL,
-    tags      TEXT    NOT NULL      -- JSON list of full tag names
+    tags      TEXT    NOT NULL,     -- JSON list of full tag names
+    tags_omitted INTEGER NOT NULL DEFAULT 0  -- tags the row covers beyond those listed (column tags_omitted)
 );
 CREATE INDEX IF NOT EXISTS declared_gaps_by_gw ON declared_gaps (gw, first_seq);
 CREATE TABLE IF NOT EXISTS declared_outages (  -- time the gateway declared it was not collecting (outage rows)
@@ -183,9 +194,14 @@ CREATE TABLE IF NOT EXISTS declared_outages (  -- time the gateway declared it w
     from_ms   INTEGER NOT NULL,
     to_ms     INTEGER NOT NULL,
     reason    TEXT    NOT NULL,
-    tags      TEXT    NOT NULL      -- JSON list of full tag names
+    tags      TEXT    NOT NULL,     -- JSON list of full tag names
+    tags_omitted INTEGER NOT NULL DEFAULT 0  -- tags the row covers beyond those listed (column tags_omitted)
 );
 CREATE INDEX IF NOT EXISTS declared_outages_by_gw ON declared_outages (gw, from_ms);
+CREATE TABLE IF NOT EXISTS refused_kept (  -- per topic gateway: bytes of refused frames over 64 KiB kept whole
+    gw    TEXT    PRIMARY KEY,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gateway_counters (
     gw         TEXT PRIMARY KEY,
     duplicates INTEGER NOT NULL DEFAULT 0
@@ -210,7 +226,12 @@ _ADDED_COLUMNS = {
     "batches": [("cat", "INTEGER NOT NULL DEFAULT 0")],
     "rejected": [("claimed_gw", "TEXT"), ("claimed_seq", "INTEGER"), ("signer_kid", "TEXT"),
                  ("frame_length", "INTEGER NOT NULL DEFAULT 0")],
+    "declared_gaps": [("tags_omitted", "INTEGER NOT NULL DEFAULT 0")],
+    "declared_outages": [("tags_omitted", "INTEGER NOT NULL DEFAULT 0")],
 }
+# Columns appended to the gap and outage tables after version 2 was first written: a row may lack them.
+TAGS_OMITTED_COLUMN = "tags_omitted"
+_REQUIRED_GAP_COLUMNS = frozenset(GAP_COLUMNS) - {TAGS_OMITTED_COLUMN}
 _INDEXES = "CREATE INDEX IF NOT EXISTS rejected_by_gw ON rejected (gw, cause);"
 
 
@@ -321,6 +342,43 @@ class _Throttle:
         return held
 
 
+class _Bench:
+    """Fairness between gateways on the store's one thread. A signed body at the bounds costs seconds of CPU
+    to decode and check before it can be refused, and every gateway's frames wait behind it; only a gateway's
+    key can sign one, so the key holder is whom to slow down. After ``strikes`` signed frames of a gateway in a
+    row were refused for their body, its signed frames are refused before their body (cause ``benched``) for
+    ``first_s``, doubling up to ``max_s`` while it goes on; a batch of it stored ends that. A genuine batch
+    refused meanwhile is sent again by its gateway (no ack came) and stored once the bench is over.
+
+    Rejected: a time budget per gateway measured on the thread, which depends on the machine's load and
+    cannot stop a decode in progress; and benching on unsigned refusals, which anyone could cause."""
+
+    def __init__(self, clock: Clock, *, strikes: int = 3, first_s: float = 30.0, max_s: float = 600.0) -> None:
+        self.clock = clock
+        self.strikes = strikes
+        self.first_s = first_s
+        self.max_s = max_s
+        self._state: dict[str, list[float]] = {}  # gw -> [refused in a row, benched until, next bench seconds]
+
+    def remaining(self, gw: str) -> float:
+        """Seconds ``gw`` stays benched (0 when it is not)."""
+        state = self._state.get(gw)
+        return max(0.0, state[1] - self.clock.monotonic()) if state else 0.0
+
+    def refused(self, gw: str) -> float:
+        """A signed frame of ``gw`` was refused for its body; the seconds of the bench this starts, or 0."""
+        state = self._state.setdefault(gw, [0, 0.0, self.first_s])
+        state[0] += 1
+        if state[0] < self.strikes:
+            return 0.0
+        seconds = state[2]
+        state[:] = [0, self.clock.monotonic() + seconds, min(seconds * 2, self.max_s)]
+        return seconds
+
+    def stored(self, gw: str) -> None:
+        self._state.pop(gw, None)
+
+
 def coalesce(seqs: Iterable[int]) -> list[list[int]]:
     """Sorted, merged ``[first, last]`` ranges covering ``seqs``: ``{1,2,3,7}`` -> ``[[1,3],[7,7]]``."""
     ranges: list[list[int]] = []
@@ -398,10 +456,16 @@ class ReceiverStore:
     ``registry`` (:class:`backend.registry.KeyRegistry`) holds the keys in the same file.
     """
 
-    def __init__(self, db_path: Path | str, *, clock: Clock | None = None) -> None:
+    def __init__(self, db_path: Path | str, *, clock: Clock | None = None,
+                 max_refused_bytes: int = REFUSED_BYTES_PER_GATEWAY,
+                 max_refused_bytes_total: int = REFUSED_BYTES_TOTAL) -> None:
         self.path = Path(db_path)
         self.clock = clock or SystemClock()
+        # The budget for refused frames kept whole (see _KEPT_WHOLE): per topic gateway, and in all.
+        self.max_refused_bytes = max_refused_bytes
+        self.max_refused_bytes_total = max_refused_bytes_total
         self._throttle = _Throttle(self.clock)
+        self._bench = _Bench(self.clock)
         try:
             # check_same_thread=False: the async Receiver runs every call in one dedicated worker thread,
             # which is not the thread that opened the file. Calls are never concurrent.
@@ -441,6 +505,11 @@ class ReceiverStore:
             self._db.execute("UPDATE rejected SET cause = 'seq_reused' WHERE cause = 'content'")
             # Older formats kept refused frames whole (format 2: all but unparsable ones, cut to 64 KiB).
             self._db.execute("UPDATE rejected SET frame_length = length(frame) WHERE frame_length = 0")
+            # Format 3 and older kept refused frames whole with no budget: what they keep counts against it.
+            self._db.execute("DELETE FROM refused_kept")
+            self._db.execute("INSERT INTO refused_kept (gw, bytes) SELECT gw, SUM(frame_length) FROM rejected "
+                             "WHERE frame_length > ? AND length(frame) = frame_length GROUP BY gw",
+                             (_KEPT_REFUSED_BYTES,))
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -492,11 +561,16 @@ class ReceiverStore:
 
     def _log(self, results: list[IngestResult]) -> None:
         """Refusals and chain breaks, at most one line per gateway and cause a minute (a flood of forged
-        frames must not become a flood of log lines)."""
+        frames must not become a flood of log lines). Refusals under topic names with no registered key make
+        at most one line a minute all together: throttled per name, made-up names would each log a line."""
         for r in results:
-            if r.status == "rejected" and (held := self._throttle.allow(r.gw, r.cause or "")) is not None:
-                log.warning("receiver_batch_rejected", gateway=r.gw, seq=r.seq, error=r.cause, reason=r.reason,
-                            signer=r.signer, suppressed=held)
+            if r.status == "rejected":
+                unregistered = self._unregistered(r.gw)
+                held = self._throttle.allow(*(("", "unregistered") if unregistered else (r.gw, r.cause or "")))
+                if held is not None:
+                    log.warning("receiver_unregistered_rejected" if unregistered else "receiver_batch_rejected",
+                                gateway=r.gw, seq=r.seq, error=r.cause, reason=r.reason, signer=r.signer,
+                                suppressed=held)
             for seq, reason in r.chain_breaks:
                 if (held := self._throttle.allow(r.gw, "chain_break")) is not None:
                     log.error("receiver_chain_break", gateway=r.gw, seq=seq, error=reason, suppressed=held)
@@ -519,7 +593,7 @@ class ReceiverStore:
         return result
 
     def _ingest_one(self, frame: bytes, topic_gw: str | None, topic_kind: str | None,
-                    arrival: int) -> IngestResult:
+                    arrival: int, *, bench: bool = True) -> IngestResult:
         # Size, parse and every header value's type and bound (steps 1 to 3 of docs/protocol.md §6) are the
         # frame code's: open_frame refuses a frame beyond a bound with WireBoundsError, anything else
         # malformed with WireFormatError, and checks the kind against the protocol's list.
@@ -550,14 +624,17 @@ class ReceiverStore:
                                     hash=batch.hash, prev=batch.prev)
             raise _Refusal("seq_reused", f"seq reused with different content (stored hash "
                                          f"{_short(bytes(row[0]))}, this hash {_short(batch.hash)})", claims)
+        if bench and (wait := self._bench.remaining(batch.gw)) > 0:
+            raise _Refusal("benched", f"gateway benched for {wait:.0f} s more: its last signed frames were "
+                                      "refused for their body", claims)
         try:
-            records = self._store_rows(batch, wire.decode_body(batch))
-        except WireFormatError as exc:
-            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
-        except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
+            records = self._body(batch, claims)
+        except _Refusal as refusal:
+            if bench and (seconds := self._bench.refused(batch.gw)):
+                log.warning("receiver_gateway_benched", gateway=batch.gw, seq=batch.seq, error=refusal.cause,
+                            seconds=seconds)
             raise
-        except Exception as exc:  # a body the decoder did not foresee
-            raise _Refusal("body", f"body not understood ({type(exc).__name__})", claims) from exc
+        self._bench.stored(batch.gw)
         self._db.execute(
             "INSERT INTO batches (gw, seq, hash, prev, kind, t0, t1, created, kid, received_at, records, "
             "frame, cat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -567,6 +644,17 @@ class ReceiverStore:
         breaks = self._check_links(batch, arrival)
         return IngestResult("stored", batch.gw, batch.seq, kind=batch.kind, records=records,
                             chain_breaks=breaks, ackable=True, hash=batch.hash, prev=batch.prev)
+
+    def _body(self, batch: wire.Batch, claims: _Claims) -> int:
+        """Decode the body and store its rows (:meth:`_store_rows`), or refuse it (``bounds``, ``body``)."""
+        try:
+            return self._store_rows(batch, wire.decode_body(batch))
+        except WireFormatError as exc:
+            raise _Refusal(_wire_cause(exc, "body"), _wire_reason(exc), claims) from exc
+        except (_Refusal, sqlite3.OperationalError, sqlite3.InternalError):
+            raise
+        except Exception as exc:  # a body the decoder did not foresee
+            raise _Refusal("body", f"body not understood ({type(exc).__name__})", claims) from exc
 
     def _store_rows(self, batch: wire.Batch, body: wire.Body) -> int:
         """Insert every row of every table; record gap and outage rows as declared loss and catalog rows as a
@@ -613,20 +701,21 @@ class ReceiverStore:
         """Each ``gap`` row as a declared gap. A row is well formed when it has every column of GAP_COLUMNS
         with its type: ``first_seq`` <= ``last_seq`` seqs before this batch's own, ``batches`` and ``records``
         non-negative ints, ``from_ms`` and ``to_ms`` ints in [0, 2**53], a text ``reason`` and a list of tag
-        names; anything else is a malformed body (a missing or mistyped count must not become a 0 in the
-        declared loss)."""
+        names, and ``tags_omitted`` a non-negative int where the row has it (it was appended; a row without it
+        lists every tag); anything else is a malformed body (a missing or mistyped count must not become a 0 in
+        the declared loss)."""
         claims = _claims(batch)
-        if not set(GAP_COLUMNS) <= set(table.cols):
+        if not set(table.cols) >= _REQUIRED_GAP_COLUMNS:
             raise _Refusal("body", f"gap table in batch seq {batch.seq} lacks a column", claims)
         for r in table.rows:
             g = dict(zip(table.cols, r, strict=False))
             first, last = g["first_seq"], g["last_seq"]
             counts = [g["batches"], g["records"]]
             times = [g["from_ms"], g["to_ms"]]
-            reason, tags = g["reason"], g["tags"]
+            reason, tags, omitted = g["reason"], g["tags"], g.get(TAGS_OMITTED_COLUMN, 0)
             if not (_is_int(first, 1, MAX_SEQ) and _is_int(last, 1, MAX_SEQ)
                     and all(_is_int(c, 0, MAX_SEQ) for c in counts)
-                    and all(_is_int(t, 0, MAX_TIME_MS) for t in times)
+                    and all(_is_int(t, 0, MAX_TIME_MS) for t in times) and _is_int(omitted, 0, MAX_SEQ)
                     and type(reason) is str and type(tags) is list and all(type(t) is str for t in tags)):
                 raise _Refusal("body", f"malformed gap row in batch seq {batch.seq}", claims)
             if last < first or last >= batch.seq:
@@ -634,24 +723,25 @@ class ReceiverStore:
                                        f"{first}..{last} (a gap batch declares only earlier seqs)", claims)
             self._db.execute(
                 "INSERT INTO declared_gaps (gw, gap_seq, first_seq, last_seq, batches, records, from_ms, "
-                "to_ms, reason, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(tags)))
+                "to_ms, reason, tags, tags_omitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch.gw, batch.seq, first, last, *counts, *times, reason, json.dumps(tags), omitted))
 
     def _declare_outages(self, batch: wire.Batch, table: wire.Table) -> None:
         """Each ``outage`` row as a declared collection gap: a time, not seqs, so it never changes ``missing``.
-        A row that is not ``from_ms <= to_ms`` (ints in [0, 2**53]), a text reason and a list of tag names is
-        a malformed body."""
+        A row that is not ``from_ms <= to_ms`` (ints in [0, 2**53]), a text reason, a list of tag names and,
+        where the row has it, a non-negative int ``tags_omitted`` is a malformed body."""
         rows = []
         for r in table.rows:
             o = dict(zip(table.cols, r, strict=False))
             start, end, reason, tags = o.get("from_ms"), o.get("to_ms"), o.get("reason"), o.get("tags")
+            omitted = o.get(TAGS_OMITTED_COLUMN, 0)
             if not (type(start) is int and type(end) is int and 0 <= start <= end <= MAX_TIME_MS
-                    and isinstance(reason, str) and isinstance(tags, list)
+                    and isinstance(reason, str) and isinstance(tags, list) and _is_int(omitted, 0, MAX_SEQ)
                     and all(isinstance(t, str) for t in tags)):
                 raise _Refusal("body", f"malformed outage row in batch seq {batch.seq}", _claims(batch))
-            rows.append((batch.gw, batch.seq, start, end, reason, json.dumps(tags)))
-        self._db.executemany("INSERT INTO declared_outages (gw, gap_seq, from_ms, to_ms, reason, tags) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            rows.append((batch.gw, batch.seq, start, end, reason, json.dumps(tags), omitted))
+        self._db.executemany("INSERT INTO declared_outages (gw, gap_seq, from_ms, to_ms, reason, tags, "
+                             "tags_omitted) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _store_catalog(self, batch: wire.Batch, table: wire.Table) -> None:
         """One catalogue version: this batch's seq names it. A value of the wrong type is kept as NULL here
@@ -698,34 +788,64 @@ class ReceiverStore:
         bump ``times``. Never ackable."""
         claims = refusal.claims
         gw = (topic_gw if topic_gw is not None else claims.gw or UNKNOWN_GATEWAY)[:MAX_ID_CHARS] or UNKNOWN_GATEWAY
+        result = IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
+                              signer=claims.kid)
+        digest = hashlib.sha256(frame).digest()
+        if self._db.execute("UPDATE rejected SET times = times + 1 WHERE frame_hash = ?", (digest,)).rowcount:
+            return result
         # Only a frame refused for its key or signature can turn out genuine later (reverify); of any other, a
         # prefix with the whole frame's hash and length is evidence enough of what it was.
-        whole = refusal.cause in _KEPT_WHOLE and len(frame) <= MAX_FRAME_BYTES
-        kept = frame if whole else frame[:_KEPT_REFUSED_BYTES]
+        kept = frame[:_KEPT_REFUSED_BYTES]
+        if refusal.cause in _KEPT_WHOLE and _KEPT_REFUSED_BYTES < len(frame) <= MAX_FRAME_BYTES:
+            if self._keep_whole(gw, len(frame)):
+                kept = frame
+            elif (held := self._throttle.allow("refusal_budget")) is not None:
+                log.warning("receiver_refusal_budget_spent", gateway=gw, error=refusal.cause, suppressed=held,
+                            per_gateway=self.max_refused_bytes, total=self.max_refused_bytes_total)
         self._db.execute(
             "INSERT INTO rejected (gw, claimed_gw, claimed_seq, signer_kid, cause, reason, received_at, "
-            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (frame_hash) DO UPDATE SET times = times + 1",
-            (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now,
-             hashlib.sha256(frame).digest(), kept, len(frame)),
+            "frame_hash, frame, frame_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (gw, claims.gw, claims.seq, claims.kid, refusal.cause, refusal.message, now, digest, kept, len(frame)),
         )
-        return IngestResult("rejected", gw, claims.seq, reason=refusal.message, cause=refusal.cause,
-                            signer=claims.kid)
+        return result
+
+    def _keep_whole(self, gw: str, size: int) -> bool:
+        """Whether a refused frame of ``size`` bytes fits the budget for frames kept whole, and if so charge it
+        to ``gw`` (the topic gateway). Every gateway with no registered key shares one gateway's budget, so
+        made-up topic names cannot spend the budget of the registered ones."""
+        total, mine = self._db.execute(
+            "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(CASE WHEN gw = ? OR (? AND "
+            "NOT EXISTS (SELECT 1 FROM gateway_keys k WHERE k.gw = r.gw) AND "
+            "NOT EXISTS (SELECT 1 FROM batches b WHERE b.gw = r.gw)) THEN bytes END), 0) FROM refused_kept r",
+            (gw, self._unregistered(gw))).fetchone()
+        if mine + size > self.max_refused_bytes or total + size > self.max_refused_bytes_total:
+            return False
+        self._db.execute("INSERT INTO refused_kept (gw, bytes) VALUES (?, ?) "
+                         "ON CONFLICT (gw) DO UPDATE SET bytes = bytes + excluded.bytes", (gw, size))
+        return True
+
+    def _unregistered(self, gw: str) -> bool:
+        """True for a gateway with neither a registered key nor a stored batch (see :meth:`report`)."""
+        return self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM gateway_keys WHERE gw = ?1) AND "
+                                "NOT EXISTS (SELECT 1 FROM batches WHERE gw = ?1)", (gw,)).fetchone()[0] == 1
 
     def reverify(self) -> list[IngestResult]:
         """Decide again every frame refused for its key or signature (``unknown_key``, ``wrong_gateway``,
         ``signature``) against the registry as it is now, as of the frame's first arrival. Frames that now
         pass move out of ``rejected`` into the archive; the others stay, with their cause brought up to date
-        (for example ``unknown_key`` becoming ``key_not_valid``)."""
-        rows = self._db.execute("SELECT id, gw, received_at, frame FROM rejected WHERE cause IN "
-                                "('unknown_key', 'wrong_gateway', 'signature') ORDER BY id").fetchall()
+        (for example ``unknown_key`` becoming ``key_not_valid``). A frame that was refused once the budget
+        for frames kept whole was spent kept only its first 64 KiB, so it cannot be decided again: it stays
+        as it is (the report counts such frames as ``not_kept_whole``)."""
+        rows = self._db.execute("SELECT id, gw, received_at, frame, frame_length FROM rejected WHERE cause IN "
+                                "('unknown_key', 'wrong_gateway', 'signature') AND length(frame) = frame_length "
+                                "ORDER BY id").fetchall()
         results = []
-        for row_id, gw, received_at, frame in rows:
+        for row_id, gw, received_at, frame, length in rows:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("SAVEPOINT frame")
                 try:
-                    result = self._ingest_one(bytes(frame), gw, None, received_at)
+                    result = self._ingest_one(bytes(frame), gw, None, received_at, bench=False)
                 except _Refusal as refusal:
                     self._db.execute("ROLLBACK TO frame")
                     self._db.execute("UPDATE rejected SET cause = ?, reason = ?, signer_kid = "
@@ -735,6 +855,9 @@ class ReceiverStore:
                                           cause=refusal.cause, signer=refusal.claims.kid)
                 else:
                     self._db.execute("DELETE FROM rejected WHERE id = ?", (row_id,))
+                    if length > _KEPT_REFUSED_BYTES:  # it was charged to the budget for frames kept whole
+                        self._db.execute("UPDATE refused_kept SET bytes = MAX(bytes - ?, 0) WHERE gw = ?",
+                                         (length, gw))
                 self._db.execute("RELEASE frame")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -767,9 +890,11 @@ class ReceiverStore:
     # ------------------------------------------------------------------ queries
 
     def gateways(self) -> list[str]:
+        """The gateways the archive knows: those with a registered key or a stored batch. A topic name that has
+        neither is not one, whatever was refused under it (see :meth:`report`)."""
         rows = self._db.execute(
-            "SELECT gw FROM batches UNION SELECT gw FROM rejected UNION SELECT gw FROM gateway_counters "
-            "UNION SELECT gw FROM gateway_keys ORDER BY 1"
+            "SELECT gw FROM batches UNION SELECT gw FROM gateway_counters UNION SELECT gw FROM gateway_keys "
+            "ORDER BY 1"
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -779,9 +904,27 @@ class ReceiverStore:
 
         ``missing`` is every seq from 1 to the highest stored seq that is neither stored nor inside a declared
         gap; a refused seq is therefore also missing until a valid copy arrives.
+
+        Frames refused under a topic gateway with neither a registered key nor a stored batch are not a
+        gateway's: they are summed up in ``unregistered`` (frames, deliveries, bytes, by cause, how many
+        names, and the :data:`REPORT_UNREGISTERED` names with the most frames), so junk published under
+        thousands of made-up names makes one entry, not thousands of gateways.
         """
         now = int(self.clock.time() * 1000)
-        return {"gateways": {gw: self._gateway_report(gw, now) for gw in self.gateways()}}
+        return {"gateways": {gw: self._gateway_report(gw, now) for gw in self.gateways()},
+                "unregistered": self._unregistered_report()}
+
+    def _unregistered_report(self) -> dict[str, Any]:
+        where = ("FROM rejected r WHERE NOT EXISTS (SELECT 1 FROM gateway_keys k WHERE k.gw = r.gw) "
+                 "AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.gw = r.gw)")
+        frames, deliveries, sent, kept, names = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
+            "COALESCE(SUM(length(frame)), 0), COUNT(DISTINCT gw) " + where).fetchone()
+        by_cause = dict(self._db.execute("SELECT cause, COUNT(*) " + where + " GROUP BY cause ORDER BY 1"))
+        sample = [{"gw": gw, "frames": n} for gw, n in self._db.execute(
+            "SELECT gw, COUNT(*) " + where + " GROUP BY gw ORDER BY 2 DESC, 1 LIMIT ?", (REPORT_UNREGISTERED,))]
+        return {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
+                "by_cause": by_cause, "gateways": names, "sample": sample}
 
     def _gateway_report(self, gw: str, now: int) -> dict[str, Any]:
         db = self._db
@@ -792,16 +935,18 @@ class ReceiverStore:
                     for s, c, r, g, k, n in reversed(db.execute(
                         "SELECT claimed_seq, cause, reason, claimed_gw, signer_kid, times FROM rejected "
                         "WHERE gw=? ORDER BY id DESC LIMIT ?", (gw, REPORT_REFUSALS)).fetchall())]
-        frames, deliveries, sent, kept = db.execute(
+        frames, deliveries, sent, kept, cut = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(times), 0), COALESCE(SUM(frame_length), 0), "
-            "COALESCE(SUM(length(frame)), 0) FROM rejected WHERE gw=?", (gw,)).fetchone()
+            "COALESCE(SUM(length(frame)), 0), COUNT(*) FILTER (WHERE cause IN ('unknown_key', 'wrong_gateway', "
+            "'signature') AND length(frame) < frame_length) FROM rejected WHERE gw=?", (gw,)).fetchone()
         by_cause = dict(db.execute("SELECT cause, COUNT(*) FROM rejected WHERE gw=? GROUP BY cause ORDER BY 1",
                                    (gw,)).fetchall())
         by_signer = dict(db.execute("SELECT signer_kid, COUNT(*) FROM rejected WHERE gw=? AND signer_kid IS NOT "
                                     "NULL GROUP BY signer_kid ORDER BY 1", (gw,)).fetchall())
         breaks = [{"seq": s, "reason": r} for s, r in
                   db.execute("SELECT seq, reason FROM chain_breaks WHERE gw=? ORDER BY seq", (gw,))]
-        outages = db.execute("SELECT from_ms, to_ms, reason, json_array_length(tags) FROM declared_outages "
+        outages = db.execute("SELECT from_ms, to_ms, reason, json_array_length(tags) + tags_omitted "
+                             "FROM declared_outages "
                              "WHERE gw=? ORDER BY from_ms, gap_seq, rowid", (gw,)).fetchall()
         gaps = db.execute("SELECT first_seq, last_seq, batches, records, reason FROM declared_gaps "
                           "WHERE gw=? ORDER BY first_seq, gap_seq", (gw,)).fetchall()
@@ -811,7 +956,7 @@ class ReceiverStore:
             "duplicates": dup[0] if dup else 0,
             "rejected": rejected,
             "refusals": {"frames": frames, "deliveries": deliveries, "bytes": sent, "kept_bytes": kept,
-                         "by_cause": by_cause, "by_signer": by_signer},
+                         "not_kept_whole": cut, "by_cause": by_cause, "by_signer": by_signer},
             "chain_breaks": breaks,
             "missing": _subtract(self._absent(gw), [(g[0], g[1]) for g in gaps]),
             "declared_gaps": [{"first_seq": g[0], "last_seq": g[1], "batches": g[2], "records": g[3],
@@ -914,13 +1059,14 @@ def _check_strings(row: list[Any], table: str, claims: _Claims) -> None:
 class ReceiverStats:
     connected: bool = False
     received: int = 0
+    retained: int = 0  # retained messages on batch topics, dropped unread (a gateway never sends them)
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
     acks_published: int = 0  # signed ack messages
     reconnects: int = 0
     last_error: str | None = None
-    by_gateway: dict[str, int] = field(default_factory=dict)
+    by_gateway: dict[str, int] = field(default_factory=dict)  # batches held (stored or duplicate) per gateway
 
 
 class Receiver:
@@ -969,6 +1115,7 @@ class Receiver:
         # gw -> seq -> (hash, prev) of batches the store holds and the gateway has not been told about yet.
         self._pending_acks: dict[str, dict[int, tuple[bytes, bytes]]] = {}
         self._ack_wakeup = asyncio.Event()
+        self._throttle = _Throttle(self.clock)
         self.subscribed = asyncio.Event()  # set while subscribed; tests wait on it
 
     @property
@@ -1044,9 +1191,10 @@ class Receiver:
             chunk = [first]
             while len(messages) and len(chunk) < self.max_frames_per_commit:
                 chunk.append(await anext(messages))
-            items = [(bytes(m.payload), *self._topic_levels(m.topic.value)) for m in chunk]
+            items = [(bytes(m.payload), *self._topic_levels(m.topic.value)) for m in chunk if not m.retain]
+            self._drop_retained([m for m in chunk if m.retain])
             self.stats.received += len(items)
-            results = await loop.run_in_executor(executor, self.store.ingest_many, items)
+            results = await loop.run_in_executor(executor, self.store.ingest_many, items) if items else []
             # Committed: now the broker may forget them (a crash before this line means redelivery).
             for m in chunk:
                 ack_message(client, m)
@@ -1058,6 +1206,18 @@ class Receiver:
             if self._pending_acks:
                 self._ack_wakeup.set()
 
+    def _drop_retained(self, retained: list[Any]) -> None:
+        """Count retained messages on batch topics, which are acknowledged to the broker but never decoded.
+
+        A gateway never publishes a batch retained, so a retained one is not a gateway's; and the broker
+        hands every retained message to each new subscription, so a hostile frame planted retained would
+        otherwise be paid for again at every receiver start and reconnect."""
+        for m in retained:
+            self.stats.retained += 1
+            if (held := self._throttle.allow("retained")) is not None:
+                log.warning("receiver_retained_dropped", gateway=self._topic_levels(m.topic.value)[0][:MAX_ID_CHARS],
+                            suppressed=held)
+
     def _count(self, r: IngestResult) -> None:
         if r.status == "stored":
             self.stats.stored += 1
@@ -1065,7 +1225,8 @@ class Receiver:
             self.stats.duplicates += 1
         else:
             self.stats.rejected += 1
-        self.stats.by_gateway[r.gw] = self.stats.by_gateway.get(r.gw, 0) + 1
+        if r.ackable:  # a refusal's gateway is only the topic's name, anyone's to make up
+            self.stats.by_gateway[r.gw] = self.stats.by_gateway.get(r.gw, 0) + 1
 
     async def _publish_acks(self, client: Any) -> None:
         """Every ``ack_interval_s`` at most, signed acks per gateway covering what was decided since: the

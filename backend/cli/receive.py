@@ -30,7 +30,7 @@ import structlog
 from agent.core.errors import AgentError
 from agent.protocol.mqtt import TlsFiles, read_password
 from agent.protocol.signing import BatchSigner, load_signer
-from backend.receiver import Receiver, ReceiverStore
+from backend.receiver import REFUSED_BYTES_PER_GATEWAY, REFUSED_BYTES_TOTAL, Receiver, ReceiverStore
 from backend.registry import ImportResult, parse_registry
 
 log = structlog.get_logger(__name__)
@@ -66,10 +66,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, help="private key of --cert")
     parser.add_argument("--username", help="MQTT user name")
     parser.add_argument("--password-file", type=Path, help="file whose first line is the MQTT password")
+    parser.add_argument("--max-refused-bytes", type=_byte_count, default=REFUSED_BYTES_PER_GATEWAY, metavar="N",
+                        help="frames refused for their key or signature are kept whole (for --reverify) up to N "
+                             "bytes per gateway, all gateways with no registered key sharing one budget; beyond "
+                             f"it, only their first 64 KiB (default {REFUSED_BYTES_PER_GATEWAY >> 20} MiB)")
+    parser.add_argument("--max-refused-bytes-total", type=_byte_count, default=REFUSED_BYTES_TOTAL, metavar="N",
+                        help="the same budget for all gateways together "
+                             f"(default {REFUSED_BYTES_TOTAL >> 30} GiB)")
     parser.add_argument("--tag", help="with --records: only this full tag name, e.g. plc1.ch4")
     parser.add_argument("--gateway", help="with --records: only this gateway; with --trust: the gateway a "
                                           "version 1 trust file's bare keys belong to")
     parser.add_argument("--limit", type=int, default=100, help="with --records: at most N rows (default 100)")
+
+
+def _byte_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count (a whole number, 0 or more)")
+    return n
 
 
 def _need(args: argparse.Namespace, *names: str) -> None:
@@ -131,7 +148,8 @@ def main(args: argparse.Namespace) -> int:
     tls = TlsFiles(args.ca, args.cert, args.key) if (args.ca or args.cert) else None
     password = read_password(args.password_file) if args.password_file else None
     ack_signer = _archive_signer(args)
-    with ReceiverStore(args.db) as store:
+    with ReceiverStore(args.db, max_refused_bytes=args.max_refused_bytes,
+                       max_refused_bytes_total=args.max_refused_bytes_total) as store:
         if args.trust is not None:
             import_trust(store, args.trust, args.gateway)
         if len(store.registry) == 0:
@@ -143,7 +161,8 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(_run_until_signalled(receiver))
         stats = receiver.stats
     print(json.dumps({"received": stats.received, "stored": stats.stored, "duplicates": stats.duplicates,
-                      "rejected": stats.rejected, "acks_published": stats.acks_published}), file=sys.stderr)
+                      "rejected": stats.rejected, "retained_dropped": stats.retained,
+                      "acks_published": stats.acks_published}), file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import structlog
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ from agent.protocol.signing import BatchSigner
 from agent.protocol.tables import OUTAGE_COLUMNS
 from backend.receiver import CAUSES, MAX_REASON_CHARS, IngestResult, ReceiverStore
 from tests.fuzzing import FUZZ_EXAMPLES
-from tests.receiver.chain import T0, Chain, register
+from tests.receiver.chain import T0, Chain, WallClock, register
 
 KEY_A = BatchSigner(Ed25519PrivateKey.generate())  # the attacker's own gateway key, registered for gw-A
 KEY_B = BatchSigner(Ed25519PrivateKey.generate())  # the victim's key, registered for gw-B
@@ -225,7 +226,9 @@ def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverSto
     unknown = _signed(STRANGER, body=rng.randbytes(1 << 20), enc="none", seq=99)
     results = store.ingest_many([*flood, (unknown, "gw-A", "data")])
 
-    assert {r.cause for r in results[:-1]} == {"body", "bounds", "format"}
+    # A's fourth undecodable body onwards is refused unread: A is benched (see the test on benching).
+    assert [r.cause for r in results[:20]] == ["body"] * 3 + ["benched"] * 17
+    assert {r.cause for r in results[20:-1]} == {"bounds", "format"}
     assert results[-1].cause == "unknown_key"
     refusals = store.report()["gateways"]["gw-A"]["refusals"]
     assert refusals["frames"] == len(flood) + 1
@@ -235,6 +238,137 @@ def test_a_flood_of_distinct_oversized_refusals_stays_bounded(store: ReceiverSto
         kept = dict(db.execute("SELECT frame_hash, frame FROM rejected WHERE gw = 'gw-A'").fetchall())
     assert kept[hashlib.sha256(unknown).digest()] == unknown
     assert all(kept[hashlib.sha256(f).digest()] == f[:65_536] for f, _, _ in flood)
+
+
+def _forged(signer: BatchSigner, gw: str, seq: int, *, kid: str | None = None) -> bytes:
+    """A 1 MiB frame (80 000 raw rows) in ``gw``'s name signed by ``signer`` (refused for its key), or bearing
+    ``kid`` and a signature that does not verify: what anyone who can publish can make, distinct each time."""
+    rng = random.Random(seq)
+    body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(["tag", "ts", "value"], [
+        [0, i % 1000, rng.random()] for i in range(80_000)])}, T0, enc="none")
+    frame = _signed(signer, {"kid": kid} if kid else None, body=body, enc="none", gw=gw, seq=seq)
+    return frame[:-64] + bytes(64) if kid else frame
+
+
+def _whole_and_cut(store: ReceiverStore) -> dict[str, tuple[int, int]]:
+    """Per topic gateway: the bytes of refused frames over 64 KiB kept whole, and how many were cut."""
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT gw, SUM(CASE WHEN length(frame) = frame_length AND frame_length > 65536 "
+                          "THEN frame_length ELSE 0 END), SUM(length(frame) < frame_length) FROM rejected "
+                          "GROUP BY gw").fetchall()
+    return {gw: (whole, cut) for gw, whole, cut in rows}
+
+
+def test_frames_refused_for_their_key_are_kept_whole_only_within_the_budget(tmp_path: Path) -> None:
+    """A keyless flood of distinct 1 MiB frames (a bad signature under B's key id, unknown keys on A's topic
+    and on made-up topic names) keeps whole only what fits the budget per topic gateway (every unregistered
+    name sharing one) and in all; the rest keeps 64 KiB and is counted. B's genuine batch, in the middle of
+    the flood, is stored; reverify restores a whole frame and frees its budget, and leaves a cut one alone."""
+    size = len(_forged(STRANGER, "gw-A", 1))
+    store = ReceiverStore(tmp_path / "r.sqlite", max_refused_bytes=2 * size + 1000,
+                          max_refused_bytes_total=4 * size + 1000)
+    register(store, KEY_A, "gw-A")
+    register(store, KEY_B, "gw-B")
+    store.ingest_many([(f, "gw-B", "data") for f in GENUINE_B])
+    on_b = [(_forged(KEY_A, "gw-B", 10 + i, kid=KEY_B.kid), "gw-B", "data") for i in range(4)]
+    made_up = [(_forged(STRANGER, f"fk-{i}", 20 + i), f"fk-{i}", "data") for i in range(4)]  # sizes alike
+    on_a = [(_forged(STRANGER, "gw-A", 30 + i), "gw-A", "data") for i in range(3)]
+    results = store.ingest_many([*on_b, *made_up, (B_NEXT, "gw-B", "data"), *on_a])
+
+    assert [r.status for r in results] == ["rejected"] * 8 + ["stored"] + ["rejected"] * 3
+    assert _whole_and_cut(store) == {
+        "gw-B": (2 * size, 2),  # three frames (genuine ones included) would not fit B's budget
+        "fk-0": (size, 0), "fk-1": (size, 0), "fk-2": (0, 1), "fk-3": (0, 1),  # one budget for them all
+        "gw-A": (0, 3),  # the budget in all is spent
+    }
+    report = store.report()["gateways"]
+    assert (report["gw-B"]["batches"], report["gw-B"]["missing"]) == (4, [])
+    assert report["gw-B"]["refusals"]["not_kept_whole"] == 2
+    assert report["gw-B"]["refusals"]["kept_bytes"] == 2 * size + 2 * 65_536
+    assert report["gw-A"]["refusals"]["not_kept_whole"] == 3
+
+    register(store, STRANGER, "fk-0")
+    decided = store.reverify()  # A's cut frames are not decided again (they would not even open)
+    assert {(r.gw, r.status, r.cause) for r in decided} == {
+        ("gw-B", "rejected", "signature"), ("fk-0", "stored", None), ("fk-1", "rejected", "wrong_gateway")}
+    assert store.report()["gateways"]["fk-0"]["batches"] == 1
+    assert store.report()["gateways"]["gw-A"]["refusals"]["by_cause"] == {"unknown_key": 3}
+    late = _forged(STRANGER, "gw-A", 40)
+    store.ingest(late, topic_gw="gw-A", topic_kind="data")  # fk-0's freed bytes make room in all
+    assert _whole_and_cut(store)["gw-A"] == (size, 3)
+    store.close()
+
+
+def test_junk_under_made_up_topic_names_is_one_entry_and_one_log_line(
+        store: ReceiverStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """5 000 junk frames, each on a topic name of its own with no registered key, create no gateway in the
+    report but one ``unregistered`` summary with a bounded sample of names, and log one line (with nothing
+    held back yet); refusals under a registered gateway's topic stay that gateway's, logged apart."""
+    capsys.readouterr()
+    junk = [(b"\xc1junk%d" % i, f"fake{i}", "data") for i in range(5000)]
+    for i in range(0, len(junk), 256):
+        store.ingest_many(junk[i:i + 256])
+    store.ingest_many([(b"\xc1junk on A", "gw-A", "data"), (B_NEXT, "gw-B", "data")])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("receiver_unregistered_rejected" in line for line in lines) == 1
+    assert sum("receiver_batch_rejected" in line for line in lines) == 1
+    report = store.report()
+    assert sorted(report["gateways"]) == ["gw-A", "gw-B"]
+    assert report["gateways"]["gw-A"]["refusals"]["by_cause"] == {"format": 1}
+    assert report["gateways"]["gw-B"]["batches"] == 4
+    unregistered = report["unregistered"]
+    assert {k: unregistered[k] for k in ("frames", "deliveries", "gateways", "by_cause")} == {
+        "frames": 5000, "deliveries": 5000, "gateways": 5000, "by_cause": {"format": 5000}}
+    assert unregistered["bytes"] == sum(len(f) for f, _, _ in junk)
+    assert len(unregistered["sample"]) == 20
+    assert all(s["frames"] == 1 and s["gw"].startswith("fake") for s in unregistered["sample"])
+
+
+def _over_bounds(seq: int) -> Arrival:
+    """A frame A's key signs whose body is refused only once decoded and checked: what costs the receiver."""
+    return (_signed(KEY_A, tables={"raw": wire.Table(["tag", "ts", "value"], [[0, 0, "x" * 5000]])}, seq=seq),
+            "gw-A", "data")
+
+
+def test_a_key_holder_whose_bodies_keep_failing_is_benched(tmp_path: Path) -> None:
+    """Three signed frames of A in a row refused for their body bench A: its next signed frames are refused
+    before their body is decoded, for 30 s, then 60 s if it goes on; B is not affected, frames A's key did
+    not sign do not bench A, and A's genuine batch sent again after the bench is stored."""
+    clock = WallClock(T0)
+    store = ReceiverStore(tmp_path / "r.sqlite", clock=clock)
+    register(store, KEY_A, "gw-A")
+    register(store, KEY_B, "gw-B")
+    chain_a, chain_b = Chain(KEY_A, gw="gw-A"), Chain(KEY_B, gw="gw-B")
+    not_a = [(b"\xc1junk%d" % i, "gw-A", "data") for i in range(5)] + [(_signed(STRANGER, seq=50), "gw-A", "data")]
+    first_a = chain_a.data().frame
+    assert [r.status for r in store.ingest_many([*not_a, _over_bounds(60), _over_bounds(61),
+                                                 (first_a, "gw-A", "data")])][-1] == "stored"
+
+    def decide(frame: bytes, gw: str = "gw-A") -> str | None:
+        r = store.ingest(frame, topic_gw=gw, topic_kind="data")
+        return r.cause or r.status
+
+    with structlog.testing.capture_logs() as logs:
+        causes = [r.cause for r in store.ingest_many([_over_bounds(100 + i) for i in range(3)])]
+    assert causes == ["bounds"] * 3
+    assert [(e["event"], e["seconds"]) for e in logs if e["event"] == "receiver_gateway_benched"] == [
+        ("receiver_gateway_benched", 30.0)]
+    genuine_a, genuine_b = chain_a.data().frame, chain_b.data().frame
+    assert (decide(genuine_a), decide(_over_bounds(103)[0]), decide(genuine_b, "gw-B")) == (
+        "benched", "benched", "stored")
+    assert decide(first_a) == "duplicate"  # what the archive holds is still acknowledged
+
+    clock.ms += 30_000
+    assert [decide(_over_bounds(110 + i)[0]) for i in range(4)] == ["bounds"] * 3 + ["benched"]
+    clock.ms += 30_000
+    assert decide(genuine_a) == "benched"  # the second bench in a row lasts 60 s
+    clock.ms += 30_000
+    assert decide(genuine_a) == "stored"  # sent again by A, which had no ack for it
+    report = store.report()["gateways"]
+    assert (report["gw-A"]["batches"], report["gw-A"]["refusals"]["by_cause"]["benched"]) == (2, 3)
+    assert (report["gw-B"]["batches"], report["gw-B"]["refusals"]["frames"]) == (1, 0)
+    store.close()
 
 
 # ---------------------------------------------------------------------- fuzzing

@@ -165,11 +165,12 @@ def test_a_frame_of_a_on_bs_topic_is_refused_as_topic(store: ReceiverStore, key_
     assert (entry["claimed_gw"], entry["signer"]) == ("gw-A", key_a.kid)
 
 
-def test_a_flood_of_refusals_is_logged_once_with_a_count(tmp_path: Path) -> None:
+def test_a_flood_of_refusals_is_logged_once_with_a_count(tmp_path: Path, key_b: BatchSigner) -> None:
     """Fifty garbage frames on B's topic give one log line; the next line of that kind, a minute later, says
     how many were held back."""
     clock = WallClock(T0)
     with ReceiverStore(tmp_path / "flood.sqlite", clock=clock) as store:
+        register(store, key_b, "gw-B")
         with structlog.testing.capture_logs() as logs:
             store.ingest_many([(b"junk %d" % i, "gw-B", "data") for i in range(50)])
         assert [(e["event"], e["gateway"], e["error"]) for e in logs] == [

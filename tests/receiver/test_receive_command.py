@@ -157,6 +157,20 @@ def test_wildcard_prefix_is_refused(tmp_path: Path, trust_file: Path,
     assert "--prefix" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--max-refused-bytes", "--max-refused-bytes-total"])
+@pytest.mark.parametrize("value", ["-1", "256MiB", ""])
+def test_a_refusal_budget_that_is_not_a_byte_count_is_refused(tmp_path: Path, trust_file: Path, option: str,
+                                                              value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The budgets for refused frames kept whole take a whole number of bytes; anything else stops at once."""
+    args = ["receive", "--db", str(tmp_path / "r.sqlite"), "--broker", "mqtt://127.0.0.1:1", "--no-ack",
+            "--trust", str(trust_file), option, value]
+
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "is not a byte count" in capsys.readouterr().err
+    assert not (tmp_path / "r.sqlite").exists()
+
+
 def test_receiving_with_no_registered_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A receiver whose registry is empty would refuse every batch: it says so and how to register keys."""
     args = ["receive", "--db", str(tmp_path / "r.sqlite"), "--broker", "mqtt://127.0.0.1:1", "--no-ack"]

@@ -134,6 +134,30 @@ async def _collect(client: aiomqtt.Client, into: list[bytes]) -> None:
         into.append(bytes(message.payload))
 
 
+async def test_retained_batch_messages_are_dropped_unread_at_every_start(broker: Mosquitto, signer: BatchSigner,
+                                                                         db: Path) -> None:
+    """Frames planted retained on batch topics (junk under a made-up name, even a genuine frame: no gateway
+    publishes batches retained) are acknowledged and counted, never decoded nor recorded, at each start;
+    the batch published next is stored."""
+    chain = Chain(signer)
+    planted = [("mine/zz0/batch/data", b"\xc1" * 1000), ("mine/gw-01/batch/data", chain.data().frame)]
+    async with aiomqtt.Client(broker.host, broker.port, identifier="planter", timeout=DEADLINE) as evil:
+        for topic, payload in planted:
+            await evil.publish(topic, payload, qos=1, retain=True)
+    with ReceiverStore(db) as store:
+        for start in range(2):
+            receiver = Receiver(broker.url, store, client_id="test-receiver")
+            async with running(receiver):
+                await _publish(broker, [("mine/gw-01/batch/data", chain.data().frame)])
+                await _wait_for(lambda r=receiver: r.stats.stored == 1, f"start {start}: the next batch was stored")
+                await _wait_for(lambda r=receiver: r.stats.retained == 2, f"start {start}: both retained dropped")
+            assert (receiver.stats.received, receiver.stats.rejected) == (1, 0)
+        report = store.report()
+
+    assert (report["gateways"]["gw-01"]["batches"], report["gateways"]["gw-01"]["missing"]) == (2, [[1, 1]])
+    assert (report["gateways"]["gw-01"]["refusals"]["frames"], report["unregistered"]["frames"]) == (0, 0)
+
+
 async def test_frames_sent_while_receiver_is_away_arrive_later(broker: Mosquitto, tmp_path: Path,
                                                                signer: BatchSigner, db: Path) -> None:
     """The persistent session keeps frames published while the receiver is stopped and delivers them after."""

@@ -47,8 +47,8 @@ def test_good_chain_in_order_is_stored_completely(store: ReceiverStore,
     report = _gw(store)
     assert [k["status"] for k in report.pop("keys")] == ["valid"]
     assert report == {"batches": 3, "records": 6, "duplicates": 0, "rejected": [], "chain_breaks": [],
-                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "by_cause": {},
-                                   "by_signer": {}},
+                      "refusals": {"frames": 0, "deliveries": 0, "bytes": 0, "kept_bytes": 0, "not_kept_whole": 0,
+                                   "by_cause": {}, "by_signer": {}},
                       "missing": [], "declared_gaps": [], "declared_outages": [], "last_seq": 3,
                       "catalog": {"cat_seq": None, "tags": 0, "batches_without_catalog": 0}}
 
@@ -150,6 +150,7 @@ def test_seq_reused_with_other_content_is_rejected(store: ReceiverStore,
 def test_unknown_key_is_rejected_naming_the_key(store: ReceiverStore) -> None:
     """A frame signed by a key missing from the registry is refused with the key id as its signer."""
     stranger = BatchSigner(Ed25519PrivateKey.generate())
+    register(store, BatchSigner(Ed25519PrivateKey.generate()), "gw-02")  # gw-02 is a gateway of the archive
     result = store.ingest(Chain(stranger, gw="gw-02").data().frame)
 
     assert (result.status, result.cause, result.signer) == ("rejected", "unknown_key", stranger.kid)
@@ -171,19 +172,23 @@ def test_unknown_key_frames_are_stored_after_the_key_is_trusted(store: ReceiverS
 
 
 def test_malformed_frame_is_counted_under_unknown(store: ReceiverStore) -> None:
-    """Bytes that are not a frame are recorded under gateway "unknown" and never acknowledged."""
+    """Bytes that are not a frame are recorded under the name "unknown" and never acknowledged; no key is
+    registered for that name, so the report counts them with the other unregistered names."""
     result = store.ingest(b"\x93\x01garbage")
 
     assert (result.status, result.gw, result.ackable) == ("rejected", "unknown", False)
-    assert len(_gw(store, "unknown")["rejected"]) == 1
+    report = store.report()
+    assert "unknown" not in report["gateways"]
+    assert report["unregistered"]["sample"] == [{"gw": "unknown", "frames": 1}]
 
 
 def test_same_rejected_frame_twice_is_listed_once(store: ReceiverStore) -> None:
     """A refused frame redelivered is recorded once, not once per delivery."""
-    store.ingest(b"not a frame")
-    store.ingest(b"not a frame")
+    store.ingest(b"not a frame", topic_gw="gw-01")
+    store.ingest(b"not a frame", topic_gw="gw-01")
 
-    assert len(_gw(store, "unknown")["rejected"]) == 1
+    assert len(_gw(store)["rejected"]) == 1
+    assert (_gw(store)["refusals"]["frames"], _gw(store)["refusals"]["deliveries"]) == (1, 2)
 
 
 def test_frame_on_another_gateways_topic_is_rejected(store: ReceiverStore,
@@ -250,7 +255,7 @@ def test_a_gap_batch_of_twenty_thousand_rows_reports_promptly(store: ReceiverSto
     over a minute, for every report of every gateway."""
     chain = Chain(signer)
     chain.seq, chain.prev = 40_000, bytes(32)
-    rows = [[s, s, 1, 0, T0, T0, "buffer_full", []] for s in range(2, 40_001, 2)]
+    rows = [[s, s, 1, 0, T0, T0, "buffer_full", [], 0] for s in range(2, 40_001, 2)]
     gap = chain._next("gap", wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, rows)}, T0), T0, T0)
     store.ingest(gap.frame)
 
@@ -349,7 +354,7 @@ def test_impossible_gap_range_is_rejected_without_rows(store: ReceiverStore,
 
 
 _GAP_ROW = {"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2, "from_ms": T0, "to_ms": T0 + 1000,
-            "reason": "buffer_full", "tags": ["plc1.ch4"]}
+            "reason": "buffer_full", "tags": ["plc1.ch4"], "tags_omitted": 0}
 
 # (case id, changes to a well-formed gap row of seq 2 declaring seq 1; None drops the column). A bad from_ms or
 # to_ms is a bound of the frame code (tests/protocol/test_frame_hostile.py), refused before these checks.
@@ -368,6 +373,8 @@ MALFORMED_GAP_ROWS: list[tuple[str, dict[str, object]]] = [
     ("tags holding an int", {"tags": ["plc1.ch4", 5]}),
     ("tags a map", {"tags": {}}),
     ("first_seq after last_seq", {"first_seq": 2, "last_seq": 1}),
+    ("tags_omitted negative", {"tags_omitted": -1}),
+    ("tags_omitted a string", {"tags_omitted": "3"}),
 ]
 
 
@@ -395,6 +402,24 @@ def test_well_formed_gap_row_is_declared(store: ReceiverStore, signer: BatchSign
     assert store.ingest(chain._next("gap", body, T0, T0 + 1000).frame).status == "stored"
     assert _gw(store)["declared_gaps"] == [{"first_seq": 1, "last_seq": 1, "batches": 1, "records": 2,
                                             "reason": "buffer_full"}]
+
+
+def test_a_gap_row_without_the_appended_tags_omitted_column_lists_every_tag(store: ReceiverStore,
+                                                                            signer: BatchSigner) -> None:
+    """tags_omitted was appended to the gap table: a row without it (an older gateway's) is well formed and
+    omits nothing; a row with it keeps the count beside the names it lists."""
+    chain = Chain(signer)
+    store.ingest(chain.data().frame)
+    store.ingest(chain.data().frame)
+    old_cols = [c for c in GAP_COLUMNS if c != "tags_omitted"]
+    old = wire.encode_body([], {"gap": wire.Table(old_cols, [[_GAP_ROW[c] for c in old_cols]])}, T0)
+    new = wire.encode_body([], {"gap": wire.Table(GAP_COLUMNS, [
+        [{**_GAP_ROW, "first_seq": 2, "last_seq": 2, "tags_omitted": 904}[c] for c in GAP_COLUMNS]])}, T0)
+    assert store.ingest(chain._next("gap", old, T0, T0 + 1000).frame).status == "stored"
+    assert store.ingest(chain._next("gap", new, T0, T0 + 1000).frame).status == "stored"
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT first_seq, tags_omitted FROM declared_gaps ORDER BY first_seq").fetchall() == [
+            (1, 0), (2, 904)]
 
 
 # (case id, a raw row's value holding a string of 4097 characters somewhere)
@@ -508,3 +533,31 @@ def test_a_version_1_database_is_brought_up_to_date(tmp_path: Path, signer: Batc
     assert report["rejected"] == [{"seq": 1, "cause": "seq_reused", "reason": "seq reused with different content",
                                    "claimed_gw": "gw-01", "signer": signer.kid, "times": 1}]
     assert (report["refusals"]["bytes"], report["refusals"]["kept_bytes"]) == (len(refused), len(refused))
+
+
+def _large_unknown_key_frame(seq: int) -> bytes:
+    """A 150 KB frame of gw-01 signed by a key nobody registered: kept whole, if the budget allows."""
+    values = [[0, i % 1000, seq + i / 7] for i in range(15_000)]
+    body = wire.encode_body(["plc1.ch4"], {"raw": wire.Table(["tag", "ts", "value"], values)}, T0, enc="none")
+    return wire.encode_frame(BatchSigner(Ed25519PrivateKey.generate()), gw="gw-01", seq=seq, prev=wire.GENESIS_HASH,
+                             created=T0 + 1000, t0=T0, t1=T0 + 1000, kind="data", enc="none", body=body).frame
+
+
+def test_a_format_3_database_counts_what_it_kept_whole_against_the_budget(tmp_path: Path,
+                                                                         signer: BatchSigner) -> None:
+    """Opening a database of format 3 (which kept such frames whole with no budget) tallies what it keeps, so
+    the next frame refused for its key that would exceed the budget keeps only 64 KiB."""
+    path = tmp_path / "v3.sqlite"
+    old, new = _large_unknown_key_frame(1), _large_unknown_key_frame(2)
+    with ReceiverStore(path) as store:
+        register(store, signer)
+        assert store.ingest(old, topic_gw="gw-01", topic_kind="data").cause == "unknown_key"
+    with sqlite3.connect(path) as db:  # as format 3 left it: no tally of the frames kept whole
+        db.execute("DELETE FROM refused_kept")
+        db.execute("PRAGMA user_version = 3")
+    with ReceiverStore(path, max_refused_bytes=len(old) + len(new) - 1) as store:
+        assert store.ingest(new, topic_gw="gw-01", topic_kind="data").cause == "unknown_key"
+        refusals = store.report()["gateways"]["gw-01"]["refusals"]
+
+    assert len(old) > 65_536
+    assert (refusals["frames"], refusals["not_kept_whole"], refusals["kept_bytes"]) == (2, 1, len(old) + 65_536)
