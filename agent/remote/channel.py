@@ -9,8 +9,9 @@ session ends and the next connects with the settings now in force. So a push tha
 and its "rolled_back" goes out once the old settings connect again.
 
 Statuses wait in a bounded in-memory queue while the channel is down and are published with QoS 1, retained
-(the last outcome stays readable on the broker), oldest first. Pushes are handed to one worker that runs
-outside the MQTT session, so ending a session never cancels a change half-way.
+(the last outcome stays readable on the broker), oldest first, each signed with the gateway key
+(agent.protocol.config_status) so that the operator tool can tell them from forgeries. Pushes are handed to
+one worker that runs outside the MQTT session, so ending a session never cancels a change half-way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ __all__ = ["RemoteChannel"]
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from typing import Any, Protocol
 
@@ -29,7 +29,9 @@ import structlog
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable, timeout
 from agent.core.errors import AgentError
+from agent.protocol.config_status import sign_status
 from agent.protocol.mqtt import create_client, drop_client
+from agent.protocol.signing import BatchSigner
 from agent.uplink import broker_settings
 from config.schema import AgentConfig, MqttConfig
 
@@ -65,6 +67,9 @@ class PushService(Protocol):
 
     @property
     def config_changed(self) -> asyncio.Event: ...
+
+    @property
+    def signer(self) -> BatchSigner | None: ...
 
     async def handle_push(self, payload: bytes) -> object: ...
 
@@ -203,7 +208,7 @@ class RemoteChannel:
         while True:
             while self._outbox:
                 status = self._outbox[0]
-                body = json.dumps(status, separators=(",", ":")).encode()
+                body = sign_status(self.service.signer, status)
                 try:
                     await cancellable(client.publish(self.status_topic, body, qos=1, retain=True,
                                                      timeout=mqtt.publish_timeout_s))

@@ -43,7 +43,7 @@ import structlog
 
 from agent.core.errors import AgentError, ConfigError
 from agent.protocol.push import ConfigPush, PushRefused, open_push, push_id
-from agent.protocol.signing import TrustStore
+from agent.protocol.signing import BatchSigner, TrustStore, load_signer
 from agent.remote.guard import push_limits, remote_rules
 from agent.remote.state import ConfigState, StateFiles, sha256_text, state_dir_of, write_atomic
 from agent.runtime import Agent, ApplyResult
@@ -183,8 +183,11 @@ class ConfigService:
     is enabled, keeps the MQTT channel for pushes and statuses. ``reload_local()`` is what SIGHUP calls.
     """
 
-    def __init__(self, agent: Agent, local_path: Path, *, pending: list[Outcome] | None = None) -> None:
+    def __init__(self, agent: Agent, local_path: Path, *, pending: list[Outcome] | None = None,
+                 signer: BatchSigner | None = None) -> None:
         self.agent = agent
+        #: the gateway key that signs the statuses (docs/protocol.md §10.4); loaded by run() when not given
+        self.signer = signer
         self.local_path = local_path
         self.files = StateFiles(agent.config.gateway.state_dir, history_limit=_history_limit(agent.config))
         self._lock = asyncio.Lock()
@@ -207,6 +210,14 @@ class ConfigService:
         from agent.remote.channel import RemoteChannel
 
         await self.agent.ready.wait()
+        if self.signer is None:
+            key_file = self.agent.config.gateway.key_file
+            try:
+                self.signer = await asyncio.to_thread(load_signer, key_file)
+            except AgentError as exc:
+                # The agent itself cannot run without this key, so this is a stand-in or a broken install:
+                # statuses still go out, unsigned, and no operator tool given the gateway key believes them.
+                log.error("config_status_unsigned", path=str(key_file), error=str(exc))
         pid_path = self.agent.config.gateway.state_dir / PID_FILE
         write_atomic(pid_path, f"{os.getpid()}\n".encode())
         try:

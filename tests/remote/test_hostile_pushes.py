@@ -277,12 +277,12 @@ def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
     Each gets a final status all the same (the queued ones their own outcome, the rest 'busy'), so no
     operator's tool is left waiting for nothing."""
     import asyncio
-    import json
 
     import aiomqtt
 
     from agent.protocol.push import push_id
     from agent.remote.service import BUSY
+    from backend.operator import read_status
 
     rg = gateway
     slow = rg.sign(rg.toml(devices={"plc1": rg.plc_ports[0], "plc9": rg.plc_ports[1]}), version=60)
@@ -302,7 +302,9 @@ def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
                 await client.publish(topic, payload, qos=1)
             async with asyncio.timeout(60):
                 async for message in client.messages:
-                    status = json.loads(message.payload)  # type: ignore[arg-type]
+                    status = read_status(message.payload, key=rg.gateway_key)
+                    assert status is not None, message.payload
+                    assert status["verified"], status
                     if status.get("push") in pushes and status["state"] in ("rejected", "applied", "rolled_back"):
                         finals[status["push"]] = status
                         if len(finals) == len(pushes):
