@@ -133,8 +133,12 @@ health_window_s = {HEALTH_WINDOW_S}
         path = self.gw.state / "config" / "state.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @property
+    def history_file(self) -> Path:
+        return self.gw.state / "config" / "history.json"
+
     def history(self) -> list[dict[str, Any]]:
-        path = self.gw.state / "config" / "history.json"
+        path = self.history_file
         return json.loads(path.read_text()) if path.exists() else []
 
     def good_text(self) -> str:
