@@ -9,6 +9,7 @@ fields, never raises, and ``mine-backend config push`` can always print what it 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -17,7 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.protocol.config_status import sign_status
-from agent.protocol.push import MAX_ISSUED_MS, MAX_VERSION, ConfigPush, PushLimits, PushRefused, open_push, sign_push
+from agent.protocol.push import (
+    MAX_ISSUED_MS,
+    MAX_VERSION,
+    ConfigPush,
+    PushLimits,
+    PushRefused,
+    authenticate_push,
+    open_push,
+    sign_push,
+)
 from agent.protocol.signing import BatchSigner, TrustStore, generate_key
 from backend.operator import STATES, parse_status, read_status
 from tests.fuzzing import FUZZ_EXAMPLES
@@ -196,3 +206,31 @@ def test_signed_status_reader_survives_any_payload(operator: BatchSigner, payloa
     assert status is None or status["verified"] is False
     if status is not None:
         json.dumps(status)
+
+
+@FUZZ
+@given(payload=st.binary(max_size=2048), flip=st.integers(min_value=0, max_value=4096))
+def test_authentication_agrees_with_the_full_check(operator: BatchSigner, payload: bytes, flip: int) -> None:
+    """What the gateway screens before queueing (authenticate_push) refuses exactly the payloads that
+    open_push refuses as unauthenticated, and every such refusal is marked so (they are written nowhere)."""
+    genuine = bytearray(sign_push(operator, gateway="gw-1", version=5, toml="x", issued_ms=NOW_MS))
+    genuine[flip % len(genuine)] ^= 1 + flip % 255
+    trust = TrustStore({operator.kid: operator.public_raw})
+    limits = PushLimits(max_bytes=64 * 1024)
+    for candidate in (payload, bytes(genuine)):
+        screened = _refusal(lambda c=candidate: authenticate_push(c, trust=trust, limits=limits))
+        full = _refusal(lambda c=candidate: _open(c, operator))
+        if screened is not None:
+            assert screened.authentic is False
+            assert full is not None
+            assert full.authentic is False
+        elif full is not None:
+            assert full.authentic is True
+
+
+def _refusal(check: Callable[[], object]) -> PushRefused | None:
+    try:
+        check()
+    except PushRefused as exc:
+        return exc
+    return None
