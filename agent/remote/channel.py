@@ -17,7 +17,6 @@ Unauthenticated traffic cannot starve a genuine push: a payload takes one of the
 signature has verified (:meth:`ConfigService.screen`), the same push bytes take at most one slot however often
 they are redelivered, and when the status queue is full it sheds repeats and unauthenticated refusals (which the
 service already rate-limits) before any genuine outcome. Rejected: a larger queue, which a flood fills too.
-
 """
 
 from __future__ import annotations

@@ -268,8 +268,11 @@ class ConfigService:
         self.outcomes.append(outcome)
         status = outcome.to_json(self.agent.config.gateway.id)
         level = log.warning if outcome.state in ("rejected", "rolled_back") else log.info
+        # an unauthenticated refusal also says how many it stands for, and how many this run has refused
+        counts = {} if outcome.authentic else {"suppressed": outcome.suppressed,
+                                                "refused_unauthenticated": self.refused_unauthenticated}
         level("config_status", state=outcome.state, source=outcome.source, version=outcome.version,
-              push=outcome.push, reasons=outcome.reasons)
+              push=outcome.push, reasons=outcome.reasons, **counts)
         if self._publish is not None:
             self._publish(status, outcome.repeat or not outcome.authentic)
         else:
