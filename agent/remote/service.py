@@ -69,6 +69,8 @@ FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
 #: unauthenticated refusals answered at once, then one per REFUSAL_INTERVAL_S (the others are only counted)
 REFUSAL_BURST = 10
 REFUSAL_INTERVAL_S = 5.0
+#: a push handled before is answered again at most once per this many seconds (copies beyond are ignored)
+REPEAT_INTERVAL_S = 1.0
 BUSY = "busy: too many pushes are waiting on this gateway; nothing was checked or applied, send it again later"
 
 
@@ -222,6 +224,10 @@ class ConfigService:
         # ids of authentic pushes handled in this run; a refused one is not written to state.json (forged
         # pushes never get this far, and are written nowhere).
         self._recent: deque[str] = deque(maxlen=64)
+        seen = self.files.load_state().last_seen_push
+        if seen is not None:
+            self._recent.append(seen)
+        self._repeat_answered: dict[str, float] = {}
         #: payloads refused before their signature verified, in this run (they are kept nowhere else)
         self.refused_unauthenticated = 0
         self._suppressed = 0
@@ -315,14 +321,23 @@ class ConfigService:
             return await self._try_push(push, received)
 
     def screen(self, payload: bytes) -> bool:
-        """Whether ``payload`` may wait for :meth:`handle_push`: only a push whose signature verifies (or the
-        same bytes as one handled before) takes a queue slot. Anything else is refused here, at once, so a
+        """Whether ``payload`` may wait for :meth:`handle_push`: only a push whose signature verifies, and that
+        was not handled before, takes a queue slot. Anything else is refused here, at once, so a
         flood of junk neither fills the queue nor delays a genuine push behind it."""
         if not payload:
             return False
         pid = push_id(payload)
         if pid in self._recent:
-            return True
+            # Handled before (the channel keeps copies of a push still waiting or being handled away): its
+            # outcome is answered here, at most once per REPEAT_INTERVAL_S, so replayed copies of old pushes
+            # never occupy the queue either.
+            now = self.agent.clock.monotonic()
+            last = self._repeat_answered.get(pid)
+            if last is None or now - last >= REPEAT_INTERVAL_S:
+                self._repeat_answered = {p: t for p, t in self._repeat_answered.items() if p in self._recent}
+                self._repeat_answered[pid] = now
+                self._repeat(pid)
+            return False
         reasons = self._unauthenticated(payload)
         if reasons is None:
             return True

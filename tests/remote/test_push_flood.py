@@ -12,7 +12,7 @@ import time
 import aiomqtt
 
 from agent.protocol.push import push_id
-from agent.remote.service import REFUSAL_BURST, REFUSAL_INTERVAL_S
+from agent.remote.service import REFUSAL_BURST, REFUSAL_INTERVAL_S, REPEAT_INTERVAL_S
 from backend.operator import read_status
 from tests.remote.conftest import RemoteGateway
 
@@ -20,10 +20,13 @@ from tests.remote.conftest import RemoteGateway
 class Flood:
     """Junk published on the gateway's config topic from a thread of its own, and the refusals it earns."""
 
-    def __init__(self, rg: RemoteGateway, *, burst: int = 100, pause_s: float = 0.01) -> None:
+    def __init__(self, rg: RemoteGateway, *, burst: int = 100, pause_s: float = 0.01,
+                 replays: list[bytes] | None = None) -> None:
         self.rg, self.burst, self.pause_s = rg, burst, pause_s
+        self.replays = replays or []
         self.sent = 0
         self.refusals: list[dict[str, object]] = []
+        self.repeats: list[dict[str, object]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="junk-flood")
 
@@ -46,6 +49,8 @@ class Flood:
                 for _ in range(self.burst):
                     await client.publish(topic, b"junk-%d" % self.sent, qos=0)
                     self.sent += 1
+                for payload in self.replays:
+                    await client.publish(topic, payload, qos=0)
                 await asyncio.sleep(self.pause_s)
             await asyncio.sleep(2 * REFUSAL_INTERVAL_S)  # the refusal that stands for the last ones
             reader.cancel()
@@ -57,7 +62,9 @@ class Flood:
             status = read_status(message.payload, key=self.rg.gateway_key)
             if status is None or message.retain:
                 continue
-            if status["state"] == "rejected" and status["version"] is None:
+            if status["repeat"]:
+                self.repeats.append(status)
+            elif status["state"] == "rejected" and status["version"] is None:
                 self.refusals.append(status)
 
 
@@ -82,3 +89,25 @@ def test_a_junk_flood_does_not_cost_a_genuine_push_its_statuses(remote_gw: Remot
     assert 1 <= len(flood.refusals) <= REFUSAL_BURST + flood.duration / REFUSAL_INTERVAL_S + 2
     answered = len(flood.refusals) + sum(int(r["suppressed"]) for r in flood.refusals)  # type: ignore[call-overload]
     assert answered == flood.sent, "every junk payload is answered, or counted in the answer after it"
+
+
+def test_replayed_old_pushes_do_not_occupy_the_queue(remote_gw: RemoteGateway) -> None:
+    """Copies of pushes the gateway already handled (anyone subscribed to the config topic has them), more
+    distinct ones than the gateway queues, replayed without pause: they are answered as repeats at a bounded
+    rate and never take a queue slot, so a new push is neither 'busy' nor loses a status."""
+    rg = remote_gw
+    old = [rg.sign(rg.toml(), version=2**63 - 1) for _ in range(10)]  # signed, refused: version out of range
+    rg.toml()
+    for payload in old:
+        assert rg.push(payload)["state"] == "rejected"
+    payload = rg.sign(rg.toml(pipeline_extra="batch_max_rows = 556"), version=6)
+    rg.toml()
+
+    with Flood(rg, burst=1, pause_s=0.0, replays=old) as flood:
+        time.sleep(2.0)
+        status = rg.push(payload, wait_s=60.0)
+
+    assert status["_all"] == ["received", "applied"], status
+    assert flood.repeats, "no replay was answered: this test proved nothing"
+    assert {r["push"] for r in flood.repeats} <= {push_id(p) for p in old}
+    assert len(flood.repeats) <= len(old) * (flood.duration / REPEAT_INTERVAL_S + 1)
