@@ -5,17 +5,20 @@ push is published, so no outcome can be missed; statuses are matched to this pus
 echoes it), so a retained status of an earlier push is never mistaken for this one's.
 
 The push is published retained with QoS 1: a gateway that is offline (or underground with its link down)
-receives it when it next connects. Once a final outcome arrives the retained copy is cleared, so a gateway
-whose state directory was wiped does not apply an old push again.
+receives it when it next connects. Once a *verified* final outcome arrives the retained copy is cleared, so a
+gateway whose state directory was wiped does not apply an old push again.
 
 A status message comes from the broker, where anyone allowed to publish on the status topic may have put
-anything: :func:`parse_status` checks the type and range of every field it keeps and drops the rest, so a
-hostile status is ignored (or shown trimmed), never a crash of ``mine-backend config push``.
+anything. The gateway signs its statuses with its own key (agent.protocol.config_status): given that key, the
+tool believes only statuses it signed; without it, every status is shown marked ``"verified": false`` and the
+retained push is never cleared on its word (a forged ``applied`` would otherwise remove a push that an offline
+gateway never received). :func:`parse_status` checks the type and range of every field it keeps and drops the
+rest, so a hostile status is ignored (or shown trimmed), never a crash of ``mine-backend config push``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FINAL_STATES", "MAX_STATUS_BYTES", "STATES", "parse_status", "push_and_wait"]
+__all__ = ["FINAL_STATES", "MAX_STATUS_BYTES", "STATES", "parse_status", "push_and_wait", "read_status"]
 
 import contextlib
 import json
@@ -26,12 +29,12 @@ import aiomqtt
 
 from agent.core.cancellation import timeout
 from agent.core.errors import RemoteConfigError
+from agent.protocol.config_status import MAX_STATUS_BYTES, open_status
 from agent.protocol.mqtt import BrokerAddress, BrokerSettings, TlsFiles, create_client
+from agent.protocol.signing import TrustStore
 
 FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
 STATES = FINAL_STATES | {"received", "kept"}
-#: a status is a few hundred bytes; one with every problem of a large configuration a few tens of KiB
-MAX_STATUS_BYTES = 256 * 1024
 _MAX_REASONS = 1000
 _MAX_REASON_CHARS = 2000
 _MAX_ID_CHARS = 128
@@ -51,9 +54,14 @@ async def push_and_wait(
     password: str | None = None,
     tls: TlsFiles | None = None,
     client_id: str | None = None,
+    gateway_key: TrustStore | None = None,
 ) -> dict[str, Any] | None:
     """Publish ``payload`` to ``<prefix>/<gateway>/config`` and return the final status for push id ``push``,
     or None if none arrived within ``wait_s`` seconds (the push then stays retained for the gateway).
+
+    With ``gateway_key`` (the gateway's public key) only statuses signed by it count, and the retained push is
+    cleared after the final one. Without it every status is returned with ``"verified": False`` and the retained
+    push is left on the broker, since anyone may have written that status.
 
     ``tls`` given means TLS with those files; otherwise an ``mqtts://`` broker is verified against the system's
     CAs. ``client_id`` None lets the library choose one (a clean session)."""
@@ -79,15 +87,17 @@ async def push_and_wait(
                 async for message in client.messages:
                     if message.retain:
                         continue  # an outcome kept from before this push was sent
-                    status = parse_status(message.payload)
+                    status = read_status(message.payload, key=gateway_key)
                     if status is None or status.get("push") != push:
                         continue
+                    if gateway_key is not None and not status["verified"]:
+                        continue  # not the gateway's: whoever wrote it, it is not this push's outcome
                     if on_status is not None:
                         on_status(status)
                     if status.get("state") in FINAL_STATES:
                         final = status
                         break
-        if final is not None:
+        if final is not None and final["verified"]:
             await client.publish(topic, b"", qos=1, retain=True, timeout=30.0)
     except aiomqtt.MqttError as exc:
         raise RemoteConfigError(f"lost the broker connection: {exc}") from exc
@@ -97,6 +107,19 @@ async def push_and_wait(
         with contextlib.suppress(Exception):
             async with timeout(5.0):
                 await client.__aexit__(None, None, None)
+
+
+def read_status(payload: object, *, key: TrustStore | None) -> dict[str, Any] | None:
+    """The status in a message of the status topic (agent.protocol.config_status), checked by
+    :func:`parse_status`, with ``"verified"``: True only when ``key`` signed it. None when it is not a status."""
+    opened = open_status(payload, key=key)
+    if opened is None:
+        return None
+    status = _checked(opened.value)
+    if status is None:
+        return None
+    status["verified"] = opened.verified
+    return status
 
 
 def parse_status(payload: object) -> dict[str, Any] | None:
@@ -110,6 +133,10 @@ def parse_status(payload: object) -> dict[str, Any] | None:
         data = json.loads(payload)
     except (ValueError, RecursionError):
         return None
+    return _checked(data)
+
+
+def _checked(data: object) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     state, push = data.get("state"), data.get("push")
@@ -130,6 +157,7 @@ def parse_status(payload: object) -> dict[str, Any] | None:
         "running_version": _whole(data.get("running_version")),
         "changed": _changed(data.get("changed")),
         "repeat": data.get("repeat") is True,
+        "suppressed": _whole(data.get("suppressed")) or 0,
     }
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.demo.localbroker import Mosquitto, free_port
 from agent.demo.simulator import SimulatedPlc
 from agent.protocol.push import push_id, sign_push
-from agent.protocol.signing import generate_key
+from agent.protocol.signing import TrustStore, generate_key
 from backend.operator import push_and_wait
 from backend.receiver import BrokerAddress
 from tests.e2e.harness import Gateway, LoopThread, agent_process, log_events, wait_until
@@ -87,6 +87,7 @@ def main() -> None:
                                 issued_ms=int(time.time() * 1000))
             began = time.perf_counter()
             final = asyncio.run(push_and_wait(address, payload, prefix="mine", gateway=gw.id,
+                                              gateway_key=TrustStore({"gw": gw.signer.public_raw}),
                                               push=push_id(payload), wait_s=120))
             took = time.perf_counter() - began
             assert final is not None, "no outcome"

@@ -43,6 +43,7 @@ __all__ = [
     "ConfigPush",
     "PushLimits",
     "PushRefused",
+    "authenticate_push",
     "open_push",
     "push_id",
     "sign_push",
@@ -70,13 +71,17 @@ _MAX_QUOTED_CHARS = 40
 
 
 class PushRefused(RemoteConfigError):
-    """A push that must not be applied; ``reasons`` lists every problem found."""
+    """A push that must not be applied; ``reasons`` lists every problem found. ``authentic`` is False when it
+    was refused before its signature verified (too large, malformed, unsigned, unknown key, bad signature):
+    then anyone may have sent it."""
 
-    def __init__(self, reasons: list[str], *, version: int | None = None, gateway: str | None = None) -> None:
+    def __init__(self, reasons: list[str], *, version: int | None = None, gateway: str | None = None,
+                 authentic: bool = True) -> None:
         super().__init__("; ".join(reasons))
         self.reasons = reasons
         self.version = version
         self.gateway = gateway
+        self.authentic = authentic
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,23 +161,7 @@ def open_push(
     push is refused for that alone (its claims, such as the version, are not reported back as facts).
     ``now_ms`` is the gateway's clock (Unix ms), from its injected clock.
     """
-    if not isinstance(payload, bytes | bytearray):
-        raise PushRefused(["malformed: a push is binary"])
-    if len(payload) > limits.max_bytes:
-        raise PushRefused([f"push is {len(payload)} bytes, more than remote_config.max_push_bytes = "
-                           f"{limits.max_bytes}"])
-    signed, signature = _split(bytes(payload))
-    document = _decode_document(signed)
-    alg, kid = document.get("alg"), document.get("kid")
-    if not isinstance(alg, str) or not isinstance(kid, str):
-        raise PushRefused(["unsigned: the document names no signature algorithm and key (alg, kid)"])
-    if len(alg) > _MAX_ID_CHARS or len(kid) > _MAX_ID_CHARS:
-        raise PushRefused([f"unsigned: alg and kid are at most {_MAX_ID_CHARS} characters"])
-    try:
-        trust.verify(alg, kid, signed, signature)
-    except SignatureError as exc:
-        raise PushRefused([f"signature refused: {exc}"]) from None
-
+    document, kid = _authenticated(payload, trust, limits)
     reasons: list[str] = []
     target = document.get("gw")
     if document.get("type") != PUSH_TYPE or document.get("v") != PUSH_FORMAT:
@@ -196,6 +185,35 @@ def open_push(
     assert issued is not None
     return ConfigPush(id=push_id(bytes(payload)), gateway=gateway, version=version, issued_ms=issued, kid=kid,
                       toml=toml, trust=new_trust)
+
+
+def authenticate_push(payload: bytes, *, trust: TrustStore, limits: PushLimits) -> None:
+    """Raise :class:`PushRefused` (``authentic`` False) unless ``payload`` is a push within ``limits.max_bytes``
+    whose signature verifies with ``trust``: the first half of :func:`open_push`, which a gateway runs before a
+    payload may wait for its turn, so that nobody without an operator key can occupy the queue."""
+    _authenticated(payload, trust, limits)
+
+
+def _authenticated(payload: object, trust: TrustStore, limits: PushLimits) -> tuple[dict[str, Any], str]:
+    """The signed document of ``payload`` and its key id, once the signature has verified."""
+    if not isinstance(payload, bytes | bytearray):
+        raise PushRefused(["malformed: a push is binary"], authentic=False)
+    if len(payload) > limits.max_bytes:
+        raise PushRefused([f"push is {len(payload)} bytes, more than remote_config.max_push_bytes = "
+                           f"{limits.max_bytes}"], authentic=False)
+    signed, signature = _split(bytes(payload))
+    document = _decode_document(signed)
+    alg, kid = document.get("alg"), document.get("kid")
+    if not isinstance(alg, str) or not isinstance(kid, str):
+        raise PushRefused(["unsigned: the document names no signature algorithm and key (alg, kid)"],
+                          authentic=False)
+    if len(alg) > _MAX_ID_CHARS or len(kid) > _MAX_ID_CHARS:
+        raise PushRefused([f"unsigned: alg and kid are at most {_MAX_ID_CHARS} characters"], authentic=False)
+    try:
+        trust.verify(alg, kid, signed, signature)
+    except SignatureError as exc:
+        raise PushRefused([f"signature refused: {exc}"], authentic=False) from None
+    return document, kid
 
 
 def _version(value: object, highest: int, now_ms: int, limits: PushLimits, reasons: list[str]) -> int | None:
@@ -246,12 +264,12 @@ def _split(payload: bytes) -> tuple[bytes, bytes]:
         outer = msgpack.unpackb(payload, raw=False, use_list=True, max_bin_len=len(payload),
                                 max_str_len=len(payload), max_array_len=16, max_map_len=64)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise PushRefused([f"malformed: not a msgpack push ({type(exc).__name__})"]) from None
+        raise PushRefused([f"malformed: not a msgpack push ({type(exc).__name__})"], authentic=False) from None
     if not isinstance(outer, list) or len(outer) != 3 or outer[0] != PUSH_FORMAT:
-        raise PushRefused([f"malformed: a push is the array [{PUSH_FORMAT}, document, signature]"])
+        raise PushRefused([f"malformed: a push is the array [{PUSH_FORMAT}, document, signature]"], authentic=False)
     _, signed, signature = outer
     if not isinstance(signed, bytes) or not isinstance(signature, bytes):
-        raise PushRefused(["malformed: document and signature must be binary"])
+        raise PushRefused(["malformed: document and signature must be binary"], authentic=False)
     return signed, signature
 
 
@@ -260,9 +278,10 @@ def _decode_document(signed: bytes) -> dict[str, Any]:
         document = msgpack.unpackb(signed, raw=False, max_str_len=len(signed), max_bin_len=len(signed),
                                    max_array_len=_MAX_TRUST_KEYS * 2, max_map_len=64)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise PushRefused([f"malformed: the signed document is not a msgpack map ({type(exc).__name__})"]) from None
+        raise PushRefused([f"malformed: the signed document is not a msgpack map ({type(exc).__name__})"],
+                          authentic=False) from None
     if not isinstance(document, dict):
-        raise PushRefused(["malformed: the signed document is not a map"])
+        raise PushRefused(["malformed: the signed document is not a map"], authentic=False)
     return document
 
 

@@ -9,8 +9,14 @@ session ends and the next connects with the settings now in force. So a push tha
 and its "rolled_back" goes out once the old settings connect again.
 
 Statuses wait in a bounded in-memory queue while the channel is down and are published with QoS 1, retained
-(the last outcome stays readable on the broker), oldest first. Pushes are handed to one worker that runs
-outside the MQTT session, so ending a session never cancels a change half-way.
+(the last outcome stays readable on the broker), oldest first, each signed with the gateway key
+(agent.protocol.config_status) so that the operator tool can tell them from forgeries. Pushes are handed to
+one worker that runs outside the MQTT session, so ending a session never cancels a change half-way.
+
+Unauthenticated traffic cannot starve a genuine push: a payload takes one of the queue's slots only once its
+signature has verified (:meth:`ConfigService.screen`), the same push bytes take at most one slot however often
+they are redelivered, and when the status queue is full it sheds repeats and unauthenticated refusals (which the
+service already rate-limits) before any genuine outcome. Rejected: a larger queue, which a flood fills too.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ __all__ = ["RemoteChannel"]
 
 import asyncio
 import contextlib
-import json
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiomqtt
@@ -29,7 +35,10 @@ import structlog
 from agent.core.backoff import Backoff
 from agent.core.cancellation import TaskGroup, cancellable, timeout
 from agent.core.errors import AgentError
+from agent.protocol.config_status import sign_status
 from agent.protocol.mqtt import create_client, drop_client
+from agent.protocol.push import push_id
+from agent.protocol.signing import BatchSigner
 from agent.uplink import broker_settings
 from config.schema import AgentConfig, MqttConfig
 
@@ -37,6 +46,12 @@ log = structlog.get_logger(__name__)
 
 _MAX_QUEUED_STATUSES = 100
 _MAX_QUEUED_PUSHES = 8
+
+
+@dataclass(eq=False, slots=True)
+class _Status:
+    status: dict[str, Any]
+    droppable: bool
 
 
 class _SessionEnded(Exception):
@@ -66,7 +81,12 @@ class PushService(Protocol):
     @property
     def config_changed(self) -> asyncio.Event: ...
 
+    @property
+    def signer(self) -> BatchSigner | None: ...
+
     async def handle_push(self, payload: bytes) -> object: ...
+
+    def screen(self, payload: bytes) -> bool: ...
 
     def refuse_busy(self, payload: bytes) -> None: ...
 
@@ -81,20 +101,31 @@ class RemoteChannel:
         base = f"{config.mqtt.topic_prefix}/{self.gateway}"
         self.config_topic = f"{base}/config"
         self.status_topic = f"{base}/config/status"
-        self._outbox: deque[dict[str, Any]] = deque(maxlen=_MAX_QUEUED_STATUSES)
+        self._outbox: deque[_Status] = deque()
         self._outbox_ready = asyncio.Event()
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUED_PUSHES)
+        self._waiting: set[str] = set()  # ids of the pushes in the inbox or being handled
         self._backoff = Backoff(0.5, 30.0)
         self._down_since: float | None = None
         self.connected = False
 
-    def post(self, status: dict[str, Any]) -> None:
-        """Queue a status for publishing (the oldest is dropped, and logged, if 100 are already waiting)."""
-        if len(self._outbox) == self._outbox.maxlen:
-            log.warning("config_status_dropped", error="status queue full", state=self._outbox[0].get("state"))
-        self._outbox.append(status)
+    def post(self, status: dict[str, Any], droppable: bool = False) -> None:
+        """Queue a status for publishing. A droppable one (a repeat, an unauthenticated refusal) replaces a
+        droppable one of the same push still waiting; when 100 are waiting, the oldest droppable one goes
+        first, and only if there is none the oldest of all (logged)."""
+        if droppable:
+            for queued in self._outbox:
+                if queued.droppable and queued.status.get("push") == status.get("push"):
+                    self._outbox.remove(queued)
+                    break
+        if len(self._outbox) >= _MAX_QUEUED_STATUSES:
+            victim = next((q for q in self._outbox if q.droppable), self._outbox[0])
+            self._outbox.remove(victim)
+            if not victim.droppable:
+                log.warning("config_status_dropped", error="status queue full", state=victim.status.get("state"))
+        self._outbox.append(_Status(status, droppable))
         self._outbox_empty.clear()
         self._outbox_ready.set()
 
@@ -110,6 +141,8 @@ class RemoteChannel:
                 await self.service.handle_push(payload)
             except Exception as exc:
                 log.exception("config_push_failed", error=repr(exc))
+            finally:
+                self._waiting.discard(push_id(payload))
 
     # -- connection --------------------------------------------------------------------------------------
 
@@ -190,10 +223,14 @@ class RemoteChannel:
                     continue
                 payload = message.payload
                 data = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
+                pid = push_id(data)
+                if pid in self._waiting or not self.service.screen(data):
+                    continue  # already waiting (answered once handled), or refused by the screen
                 if self._inbox.full():
                     log.warning("config_push_dropped", error="too many pushes waiting; answered rejected (busy)")
                     self.service.refuse_busy(data)
                     continue
+                self._waiting.add(pid)
                 self._inbox.put_nowait(data)
         except aiomqtt.MqttError as exc:
             raise _SessionEnded(f"connection lost: {exc}") from exc
@@ -202,14 +239,14 @@ class RemoteChannel:
     async def _publish(self, client: aiomqtt.Client, mqtt: MqttConfig) -> None:
         while True:
             while self._outbox:
-                status = self._outbox[0]
-                body = json.dumps(status, separators=(",", ":")).encode()
+                queued = self._outbox[0]
+                body = sign_status(self.service.signer, queued.status)
                 try:
                     await cancellable(client.publish(self.status_topic, body, qos=1, retain=True,
                                                      timeout=mqtt.publish_timeout_s))
                 except aiomqtt.MqttError as exc:
                     raise _SessionEnded(f"status publish failed: {exc}") from exc
-                if self._outbox and self._outbox[0] is status:
+                if self._outbox and self._outbox[0] is queued:
                     self._outbox.popleft()
             self._outbox_ready.clear()
             self._outbox_empty.set()

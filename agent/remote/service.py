@@ -18,12 +18,20 @@ Both a signed push from the operator (agent.protocol.push, received by agent.rem
 5. on failure, **roll back** with ``Agent.apply(previous)`` and report why; on success, the text becomes the
    last-known-good configuration (written atomically) and the outcome joins the history.
 
-Every outcome is published on ``<prefix>/<gw>/config/status`` (docs/protocol.md §10) and kept in
-``<state_dir>/config/history.json``. A push delivered again (retained copy, redelivery, an operator sending the
-same bytes) is not handled again, but it is answered: its recorded outcome is published once more, marked
-``repeat``, so the operator's tool never waits for nothing; a repeat whose outcome is no longer recorded gets
-``rejected`` with the reason :data:`ALREADY_HANDLED`. Which file is in force at start-up (the technician's or
-the last pushed one) is decided by :func:`startup_config`; the rule is in agent.remote.state.
+Every outcome of a push whose signature verified (and of a local reload) is published on
+``<prefix>/<gw>/config/status`` (docs/protocol.md §10) and kept in ``<state_dir>/config/history.json``.
+Payloads refused *before* their signature verified may come from anyone who can publish on the config topic,
+at any rate: they are counted in memory, never written to disk nor entered in the history (a flood would wear
+the flash and push genuine outcomes out of the history), and answered through a token bucket (a burst of
+:data:`REFUSAL_BURST`, then one per :data:`REFUSAL_INTERVAL_S`), each answer carrying the number of refusals
+left unanswered since the previous one. Rejected: answering each one (a flood then buries the statuses of a
+genuine push) or none (an operator who signed with the wrong key would wait for nothing).
+
+A push delivered again (retained copy, redelivery, an operator sending the same bytes) is not handled again, but
+it is answered: its recorded outcome is published once more, marked ``repeat``, so the operator's tool never
+waits for nothing; a repeat whose outcome is no longer recorded gets ``rejected`` with the reason
+:data:`ALREADY_HANDLED`. Which file is in force at start-up (the technician's or the last pushed one) is decided
+by :func:`startup_config`; the rule is in agent.remote.state.
 """
 
 from __future__ import annotations
@@ -41,9 +49,10 @@ from typing import Any
 
 import structlog
 
+from agent.core.cancellation import stop_task
 from agent.core.errors import AgentError, ConfigError
-from agent.protocol.push import ConfigPush, PushRefused, open_push, push_id
-from agent.protocol.signing import TrustStore
+from agent.protocol.push import ConfigPush, PushRefused, authenticate_push, open_push, push_id
+from agent.protocol.signing import BatchSigner, TrustStore, load_signer
 from agent.remote.guard import push_limits, remote_rules
 from agent.remote.state import ConfigState, StateFiles, sha256_text, state_dir_of, write_atomic
 from agent.runtime import Agent, ApplyResult
@@ -57,6 +66,11 @@ _HEALTH_POLL_S = 0.1
 INTERRUPTED = "the agent stopped during the apply or its health window (restart, crash or power cut)"
 ALREADY_HANDLED = "already handled: this push was received before and its outcome is no longer in the history"
 FINAL_STATES = frozenset({"rejected", "applied", "rolled_back"})
+#: unauthenticated refusals answered at once, then one per REFUSAL_INTERVAL_S (the others are only counted)
+REFUSAL_BURST = 10
+REFUSAL_INTERVAL_S = 5.0
+#: a push handled before is answered again at most once per this many seconds (copies beyond are ignored)
+REPEAT_INTERVAL_S = 1.0
 BUSY = "busy: too many pushes are waiting on this gateway; nothing was checked or applied, send it again later"
 
 
@@ -75,6 +89,10 @@ class Outcome:
     running_version: int | None = None
     changed: dict[str, list[str]] = field(default_factory=dict)
     repeat: bool = False
+    #: unauthenticated payloads refused, and not answered one by one, since the previous such answer
+    suppressed: int = 0
+    #: False for a payload refused before its signature verified (never recorded; not published as such)
+    authentic: bool = True
 
     def to_json(self, gateway: str) -> dict[str, Any]:
         return {
@@ -90,6 +108,7 @@ class Outcome:
             "running_version": self.running_version,
             "changed": self.changed,
             "repeat": self.repeat,
+            "suppressed": self.suppressed,
         }
 
 
@@ -183,12 +202,17 @@ class ConfigService:
     is enabled, keeps the MQTT channel for pushes and statuses. ``reload_local()`` is what SIGHUP calls.
     """
 
-    def __init__(self, agent: Agent, local_path: Path, *, pending: list[Outcome] | None = None) -> None:
+    def __init__(self, agent: Agent, local_path: Path, *, pending: list[Outcome] | None = None,
+                 signer: BatchSigner | None = None) -> None:
         self.agent = agent
+        #: the gateway key that signs the statuses (docs/protocol.md §10.4); loaded by run() when not given
+        self.signer = signer
         self.local_path = local_path
         self.files = StateFiles(agent.config.gateway.state_dir, history_limit=_history_limit(agent.config))
         self._lock = asyncio.Lock()
-        self._publish: Callable[[dict[str, Any]], None] | None = None
+        #: posts a status: (status, droppable): repeats and unauthenticated refusals are droppable, so a
+        #: full status queue sheds them before any genuine outcome
+        self._publish: Callable[[dict[str, Any], bool], None] | None = None
         self._early: list[dict[str, Any]] = [o.to_json(agent.config.gateway.id) for o in pending or []]
         #: set whenever the running configuration changes, so the channel can follow [mqtt]
         self.config_changed = asyncio.Event()
@@ -197,9 +221,21 @@ class ConfigService:
         self.on_change: list[Callable[[], None]] = []
         #: the latest outcomes of this run, newest last (for status displays and tests)
         self.outcomes: deque[Outcome] = deque(maxlen=100)
-        # ids of pushes seen in this run (a refused one is not written to disk: forged pushes must not
-        # cost the gateway's flash a write each).
+        # ids of authentic pushes handled in this run; a refused one is not written to state.json (forged
+        # pushes never get this far, and are written nowhere).
         self._recent: deque[str] = deque(maxlen=64)
+        seen = self.files.load_state().last_seen_push
+        if seen is not None:
+            self._recent.append(seen)
+        self._repeat_answered: dict[str, float] = {}
+        #: payloads refused before their signature verified, in this run (they are kept nowhere else)
+        self.refused_unauthenticated = 0
+        self._suppressed = 0
+        self._refusal_tokens = float(REFUSAL_BURST)
+        self._refusal_clock: float | None = None
+        self._latest_suppressed: Outcome | None = None
+        self._refusal_flush: asyncio.Task[None] | None = None
+        self._trust_cache: tuple[tuple[int, int, int], TrustStore] | None = None
 
     # -- running -----------------------------------------------------------------------------------------
 
@@ -207,17 +243,27 @@ class ConfigService:
         from agent.remote.channel import RemoteChannel
 
         await self.agent.ready.wait()
+        if self.signer is None:
+            key_file = self.agent.config.gateway.key_file
+            try:
+                self.signer = await asyncio.to_thread(load_signer, key_file)
+            except AgentError as exc:
+                # The agent itself cannot run without this key, so this is a stand-in or a broken install:
+                # statuses still go out, unsigned, and no operator tool given the gateway key believes them.
+                log.error("config_status_unsigned", path=str(key_file), error=str(exc))
         pid_path = self.agent.config.gateway.state_dir / PID_FILE
         write_atomic(pid_path, f"{os.getpid()}\n".encode())
         try:
             channel = RemoteChannel(self)
             self._publish = channel.post
             for status in self._early:
-                channel.post(status)
+                channel.post(status, False)
             self._early.clear()
             await channel.run()
         finally:
             self._publish = None
+            if self._refusal_flush is not None:
+                await stop_task(self._refusal_flush, 1.0)
             with contextlib.suppress(OSError):
                 pid_path.unlink()
 
@@ -228,10 +274,13 @@ class ConfigService:
         self.outcomes.append(outcome)
         status = outcome.to_json(self.agent.config.gateway.id)
         level = log.warning if outcome.state in ("rejected", "rolled_back") else log.info
+        # an unauthenticated refusal also says how many it stands for, and how many this run has refused
+        counts = {} if outcome.authentic else {"suppressed": outcome.suppressed,
+                                                "refused_unauthenticated": self.refused_unauthenticated}
         level("config_status", state=outcome.state, source=outcome.source, version=outcome.version,
-              push=outcome.push, reasons=outcome.reasons)
+              push=outcome.push, reasons=outcome.reasons, **counts)
         if self._publish is not None:
-            self._publish(status)
+            self._publish(status, outcome.repeat or not outcome.authentic)
         else:
             self._early.append(status)
 
@@ -246,34 +295,122 @@ class ConfigService:
             pid = push_id(payload)
             state = self.files.load_state()
             if pid == state.last_seen_push or pid in self._recent:
-                return self._repeat(pid)
-            self._recent.append(pid)
+                return self._repeat(pid)  # the same bytes as an authentic push: authentic too
             received = self._now_ms()
+            reasons = self._unauthenticated(payload)
             remote = self.agent.config.remote_config
             trust_path = self.agent.config.trust_path
-            if remote is None or trust_path is None or not remote.enabled:
-                outcome = Outcome("rejected", "remote", push=pid, received_ms=received,
-                                  reasons=["remote configuration is disabled on this gateway"])
-                return self._finish(outcome)
+            if reasons is not None or remote is None or trust_path is None:
+                return self._refuse_unauthenticated(pid, reasons or [], received)
+            self._recent.append(pid)
             try:
-                trust = await asyncio.to_thread(TrustStore.from_file, trust_path)
-                push = open_push(payload, trust=trust, gateway=self.agent.config.gateway.id,
+                push = open_push(payload, trust=self._trust(trust_path), gateway=self.agent.config.gateway.id,
                                  highest_version=state.highest_version, now_ms=received,
                                  limits=push_limits(remote))
             except PushRefused as exc:
                 outcome = Outcome("rejected", "remote", version=exc.version, push=pid, received_ms=received,
                                   reasons=exc.reasons)
                 return self._finish(outcome)
-            except AgentError as exc:
-                outcome = Outcome("rejected", "remote", push=pid, received_ms=received,
-                                  reasons=[f"trust file unusable: {exc}"])
-                return self._finish(outcome)
+            except AgentError as exc:  # the trust file changed in between
+                return self._refuse_unauthenticated(pid, [f"trust file unusable: {exc}"], received)
             # Authentic: remembered on disk, so a retained copy is not handled again after a restart.
             state.last_seen_push = pid
             self.files.save_state(state)
             self.emit(Outcome("received", "remote", version=push.version, push=pid, kid=push.kid,
                               received_ms=received))
             return await self._try_push(push, received)
+
+    def screen(self, payload: bytes) -> bool:
+        """Whether ``payload`` may wait for :meth:`handle_push`: only a push whose signature verifies, and that
+        was not handled before, takes a queue slot. Anything else is refused here, at once, so a
+        flood of junk neither fills the queue nor delays a genuine push behind it."""
+        if not payload:
+            return False
+        pid = push_id(payload)
+        if pid in self._recent:
+            # Handled before (the channel keeps copies of a push still waiting or being handled away): its
+            # outcome is answered here, at most once per REPEAT_INTERVAL_S, so replayed copies of old pushes
+            # never occupy the queue either.
+            now = self.agent.clock.monotonic()
+            last = self._repeat_answered.get(pid)
+            if last is None or now - last >= REPEAT_INTERVAL_S:
+                self._repeat_answered = {p: t for p, t in self._repeat_answered.items() if p in self._recent}
+                self._repeat_answered[pid] = now
+                self._repeat(pid)
+            return False
+        reasons = self._unauthenticated(payload)
+        if reasons is None:
+            return True
+        self._refuse_unauthenticated(pid, reasons, self._now_ms())
+        return False
+
+    def _unauthenticated(self, payload: bytes) -> list[str] | None:
+        """Why ``payload`` cannot be authenticated (form, size, signature, no usable trust list), or None."""
+        remote = self.agent.config.remote_config
+        trust_path = self.agent.config.trust_path
+        if remote is None or trust_path is None or not remote.enabled:
+            return ["remote configuration is disabled on this gateway"]
+        try:
+            trust = self._trust(trust_path)
+        except AgentError as exc:
+            return [f"trust file unusable: {exc}"]
+        try:
+            authenticate_push(payload, trust=trust, limits=push_limits(remote))
+        except PushRefused as exc:
+            return exc.reasons
+        return None
+
+    def _trust(self, path: Path) -> TrustStore:
+        """The operator trust list, read again whenever the file changes (a technician's edit counts for the
+        next push), not for every payload: screening a flood must not cost a file read each."""
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise AgentError(f"cannot read trust file: {exc.strerror}", path=str(path)) from exc
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._trust_cache is None or self._trust_cache[0] != stamp:
+            self._trust_cache = (stamp, TrustStore.from_file(path))
+        return self._trust_cache[1]
+
+    def _refuse_unauthenticated(self, pid: str, reasons: list[str], received: int) -> Outcome:
+        """A payload refused before its signature verified: counted, written nowhere, and answered only as the
+        token bucket allows. One not answered now is answered later if it is still the latest when a token
+        is free, with ``suppressed`` saying how many others went unanswered before it."""
+        self.refused_unauthenticated += 1
+        outcome = Outcome("rejected", "remote", push=pid, received_ms=received, reasons=reasons, authentic=False)
+        if self._refusal_token():
+            outcome.suppressed, self._suppressed = self._suppressed, 0
+            self.emit(outcome)
+            return outcome
+        self._suppressed += 1
+        self._latest_suppressed = outcome
+        if self._refusal_flush is None:
+            self._refusal_flush = asyncio.get_running_loop().create_task(
+                self._flush_refusals(), name="remote_config.refusals")
+        return outcome
+
+    def _refusal_token(self) -> bool:
+        now = self.agent.clock.monotonic()
+        if self._refusal_clock is not None:
+            self._refusal_tokens = min(float(REFUSAL_BURST), self._refusal_tokens
+                                       + (now - self._refusal_clock) / REFUSAL_INTERVAL_S)
+        self._refusal_clock = now
+        if self._refusal_tokens < 1.0:
+            return False
+        self._refusal_tokens -= 1.0
+        return True
+
+    async def _flush_refusals(self) -> None:
+        """Answer the latest unanswered refusal once a token is free, so a flood's end is reported too."""
+        try:
+            while self._suppressed and self._latest_suppressed is not None:
+                await self.agent.clock.sleep((1.0 - self._refusal_tokens) * REFUSAL_INTERVAL_S + 0.01)
+                if self._suppressed and self._latest_suppressed is not None and self._refusal_token():
+                    outcome, self._latest_suppressed = self._latest_suppressed, None
+                    outcome.suppressed, self._suppressed = self._suppressed - 1, 0
+                    self.emit(outcome)
+        finally:
+            self._refusal_flush = None
 
     def refuse_busy(self, payload: bytes) -> None:
         """A push that arrived while too many were waiting: answered at once, and not remembered, so the

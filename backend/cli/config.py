@@ -1,7 +1,9 @@
 """``mine-backend config ACTION``: the operator's side of remote configuration.
 
 * ``push``: sign a configuration file with an operator key, publish it to one gateway and wait for its
-  outcome (docs/protocol.md §10). Exit status 0 applied, 1 rejected or rolled back, 3 no outcome in time.
+  outcome (docs/protocol.md §10). With ``--gateway-key`` only statuses signed by that gateway count: exit
+  status 0 applied, 1 rejected or rolled back, 3 no outcome in time. Without it the outcome is unverified:
+  printed with ``"verified": false``, exit status 4, and the retained push is left on the broker.
 * ``keys init DIR``: create an operator key pair (``operator.key``, ``operator.pub``); the ``.pub`` line goes
   into each gateway's ``[remote_config] trust_file``.
 """
@@ -12,8 +14,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.core import command_line
+
+if TYPE_CHECKING:
+    from agent.protocol.signing import TrustStore
 
 __all__ = ["ACTIONS", "add_arguments", "main"]
 
@@ -22,6 +28,12 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="the complete TOML configuration to apply")
     parser.add_argument("--gateway", required=True, help="the target gateway's id ([gateway] id)")
     parser.add_argument("--key", type=Path, required=True, help="operator private key (from 'config keys init')")
+    parser.add_argument("--gateway-key", metavar="KEY", default=None,
+                        help="the gateway's public key, 'ed25519:<base64>' or its .pub file: only statuses signed "
+                        "by it are believed, and the retained push is cleared after its final one. Without it "
+                        "anyone who can publish on the status topic could forge the outcome: statuses are "
+                        "printed marked \"verified\": false, the retained push is NEVER cleared, and an outcome "
+                        "exits 4")
     parser.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
     parser.add_argument("--version", type=_version, default=None,
                         help="version number, 1 to 2**63-1, higher than any this gateway has tried and at most "
@@ -64,6 +76,7 @@ def _run_push(args: argparse.Namespace) -> int:
 
     broker = parse_broker_url(args.broker)
     signer = load_signer(args.key)
+    gateway_key = _gateway_key(args.gateway_key) if args.gateway_key is not None else None
     try:
         toml = args.file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -89,12 +102,30 @@ def _run_push(args: argparse.Namespace) -> int:
 
     final = asyncio.run(push_and_wait(broker, payload, prefix=args.prefix, gateway=args.gateway, push=pid,
                                       wait_s=args.timeout, on_status=show, username=args.username,
-                                      password=password, tls=tls))
+                                      password=password, tls=tls, gateway_key=gateway_key))
     if final is None:
         print(f"no outcome within {args.timeout:g} s; the push stays on the broker and is applied when the "
               "gateway connects", file=sys.stderr)
         return 3
+    if not final["verified"]:
+        print(f"outcome {final['state']!r} NOT verified (no --gateway-key): anyone who can publish on the status "
+              "topic may have written it; the push stays retained on the broker", file=sys.stderr)
+        return 4
     return 0 if final.get("state") == "applied" else 1
+
+
+def _gateway_key(value: str) -> TrustStore:
+    """``--gateway-key``: a public key line, or a file holding one (``#`` comments allowed)."""
+    from agent.core.errors import AgentError
+    from agent.protocol.signing import TrustStore, parse_public_key
+
+    if value.strip().startswith("ed25519:"):
+        return TrustStore({"gateway": parse_public_key(value)[1]})
+    store = TrustStore.from_file(Path(value))
+    if len(store) != 1:
+        raise AgentError(f"a gateway key file holds one public key, this one {len(store)}", path=value,
+                         hint="give the gateway's keys/gateway.pub, or 'ed25519:<base64>'")
+    return store
 
 
 def _trust_lines(path: Path) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 from agent.demo.localbroker import Mosquitto, free_port
 from agent.demo.simulator import SimulatedPlc
 from agent.protocol.push import push_id, sign_push
-from agent.protocol.signing import BatchSigner, generate_key
+from agent.protocol.signing import BatchSigner, TrustStore, generate_key
 from backend.operator import push_and_wait
 from backend.receiver import BrokerAddress
 from tests.e2e.harness import Gateway, LoopThread, Process, agent_process, log_events, modbus_device, wait_until
@@ -107,6 +107,11 @@ health_window_s = {HEALTH_WINDOW_S}
         return sign_push(signer or self.operator, gateway=gateway or self.gw.id, version=version, toml=toml,
                          issued_ms=issued, trust=trust)
 
+    @property
+    def gateway_key(self) -> TrustStore:
+        """The gateway's public key, which signs its statuses."""
+        return TrustStore({"gw": self.gw.signer.public_raw})
+
     def _bump(self) -> int:
         self.pushes += 1
         return self.pushes
@@ -116,7 +121,8 @@ health_window_s = {HEALTH_WINDOW_S}
         statuses: list[dict[str, Any]] = []
         final = asyncio.run(push_and_wait(BrokerAddress("127.0.0.1", self.broker.port, tls=False), payload,
                                           prefix="mine", gateway=self.gw.id, push=push_id(payload),
-                                          wait_s=wait_s, on_status=statuses.append))
+                                          wait_s=wait_s, on_status=statuses.append,
+                                          gateway_key=self.gateway_key))
         assert final is not None, f"no outcome for the push:\n{self.agent.tail() if self.agent else ''}"
         final["_all"] = [s["state"] for s in statuses]
         return final
@@ -127,8 +133,12 @@ health_window_s = {HEALTH_WINDOW_S}
         path = self.gw.state / "config" / "state.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @property
+    def history_file(self) -> Path:
+        return self.gw.state / "config" / "history.json"
+
     def history(self) -> list[dict[str, Any]]:
-        path = self.gw.state / "config" / "history.json"
+        path = self.history_file
         return json.loads(path.read_text()) if path.exists() else []
 
     def good_text(self) -> str:

@@ -9,6 +9,7 @@ fields, never raises, and ``mine-backend config push`` can always print what it 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -16,9 +17,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.protocol.push import MAX_ISSUED_MS, MAX_VERSION, ConfigPush, PushLimits, PushRefused, open_push, sign_push
+from agent.protocol.config_status import sign_status
+from agent.protocol.push import (
+    MAX_ISSUED_MS,
+    MAX_VERSION,
+    ConfigPush,
+    PushLimits,
+    PushRefused,
+    authenticate_push,
+    open_push,
+    sign_push,
+)
 from agent.protocol.signing import BatchSigner, TrustStore, generate_key
-from backend.operator import STATES, parse_status
+from backend.operator import STATES, parse_status, read_status
 from tests.fuzzing import FUZZ_EXAMPLES
 
 pytestmark = pytest.mark.fuzz
@@ -158,5 +169,68 @@ def test_status_parser_hostile_examples(payload: object) -> None:
 def test_status_parser_keeps_a_valid_status(tmp_path: Path) -> None:
     status = {"gateway": "gw-01", "source": "remote", "version": 12, "push": "93c1fbbc14ffe818", "kid": "k",
               "state": "applied", "reasons": [], "received_ms": 1, "ts": 2, "running_version": 12,
-              "changed": {"started": [], "stopped": [], "restarted": ["device:plc2"]}, "repeat": False}
+              "changed": {"started": [], "stopped": [], "restarted": ["device:plc2"]}, "repeat": False,
+              "suppressed": 0}
     assert parse_status(json.dumps(status).encode()) == status
+
+
+_STATUS = {"gateway": "gw-1", "push": "93c1fbbc14ffe818", "state": "applied", "reasons": [], "version": 3}
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=400), flip=st.integers(min_value=0, max_value=400),
+       extra=st.binary(max_size=8))
+def test_signed_status_reader_survives_damaged_envelopes(operator: BatchSigner, cut: int, flip: int,
+                                                         extra: bytes) -> None:
+    """A signed status truncated, with a byte changed or bytes appended: the reader returns None or a checked
+    status, and calls it verified only when it is the intact message signed by the key."""
+    key = TrustStore({operator.kid: operator.public_raw})
+    intact = sign_status(operator, _STATUS)
+    damaged = bytearray(intact[:max(1, len(intact) - cut % len(intact))] + extra)
+    damaged[flip % len(damaged)] ^= 1 + flip % 255
+    for payload in (bytes(damaged), intact[:len(intact) - cut % len(intact)]):
+        _check_status(payload)
+        status = read_status(payload, key=key)
+        assert status is None or status["verified"] is (payload == intact)
+    good = read_status(intact, key=key)
+    assert good is not None
+    assert (good["state"], good["verified"]) == ("applied", True)
+
+
+@FUZZ
+@given(payload=st.binary(max_size=512) | st.builds(
+    lambda body, sig: msgpack.packb([1, body, sig], use_bin_type=True), st.binary(max_size=256),
+    st.binary(max_size=80)))
+def test_signed_status_reader_survives_any_payload(operator: BatchSigner, payload: bytes) -> None:
+    status = read_status(payload, key=TrustStore({operator.kid: operator.public_raw}))
+    assert status is None or status["verified"] is False
+    if status is not None:
+        json.dumps(status)
+
+
+@FUZZ
+@given(payload=st.binary(max_size=2048), flip=st.integers(min_value=0, max_value=4096))
+def test_authentication_agrees_with_the_full_check(operator: BatchSigner, payload: bytes, flip: int) -> None:
+    """What the gateway screens before queueing (authenticate_push) refuses exactly the payloads that
+    open_push refuses as unauthenticated, and every such refusal is marked so (they are written nowhere)."""
+    genuine = bytearray(sign_push(operator, gateway="gw-1", version=5, toml="x", issued_ms=NOW_MS))
+    genuine[flip % len(genuine)] ^= 1 + flip % 255
+    trust = TrustStore({operator.kid: operator.public_raw})
+    limits = PushLimits(max_bytes=64 * 1024)
+    for candidate in (payload, bytes(genuine)):
+        screened = _refusal(lambda c=candidate: authenticate_push(c, trust=trust, limits=limits))
+        full = _refusal(lambda c=candidate: _open(c, operator))
+        if screened is not None:
+            assert screened.authentic is False
+            assert full is not None
+            assert full.authentic is False
+        elif full is not None:
+            assert full.authentic is True
+
+
+def _refusal(check: Callable[[], object]) -> PushRefused | None:
+    try:
+        check()
+    except PushRefused as exc:
+        return exc
+    return None

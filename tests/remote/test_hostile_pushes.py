@@ -194,10 +194,15 @@ CASES: dict[str, tuple[Callable[[RemoteGateway], bytes], list[str], list[str]]] 
 }
 
 
+# refused before their signature verified: anyone may have sent them, so they are written nowhere
+UNAUTHENTICATED = {"bad signature", "unknown operator key", "unsigned", "oversized", "not msgpack", "wrong shape"}
+
+
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_refused_push_reports_why_and_changes_nothing(gateway: RemoteGateway, case: str) -> None:
     """A hostile or broken push is reported with its exact reasons, and the running configuration, its
-    files and the buffer are untouched (the buffer keeps growing from the same file)."""
+    files and the buffer are untouched (the buffer keeps growing from the same file). Only an authentic one
+    (its signature verified) joins the history; the others leave history.json as it was."""
     rg = gateway
     make, states, reasons = CASES[case]
     payload = make(rg)
@@ -205,6 +210,7 @@ def test_refused_push_reports_why_and_changes_nothing(gateway: RemoteGateway, ca
     state, good, inode = _running(rg), rg.good_text(), rg.buffer_inode()
     applied = len(rg.applied_events())
     head = rg.buffer_head()
+    history = rg.history_file.read_bytes()
 
     status = rg.push(payload)
 
@@ -217,7 +223,11 @@ def test_refused_push_reports_why_and_changes_nothing(gateway: RemoteGateway, ca
             assert got == want
     assert (_running(rg), rg.good_text(), rg.buffer_inode()) == (state, good, inode)
     assert len(rg.applied_events()) == applied
-    assert rg.history()[-1]["state"] == "rejected"
+    if case in UNAUTHENTICATED:
+        assert rg.history_file.read_bytes() == history
+    else:
+        assert rg.history()[-1]["state"] == "rejected"
+        assert rg.history()[-1]["push"] == status["push"]
     wait_until(lambda: rg.buffer_head() > head, 30, "the agent to keep appending to the same buffer")
 
 
@@ -273,21 +283,21 @@ def test_a_refused_push_sends_nothing_to_the_broker_it_names(gateway: RemoteGate
 
 
 def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
-    """While one push sits in its health window, a burst of others arrives: more than the gateway queues.
-    Each gets a final status all the same (the queued ones their own outcome, the rest 'busy'), so no
-    operator's tool is left waiting for nothing."""
+    """While one push sits in its health window, a burst of other signed pushes arrives: more than the gateway
+    queues. Each gets a final status all the same (the queued ones their own outcome, the rest 'busy'), so no
+    operator's tool is left waiting for nothing. (Unsigned ones never take a queue slot: test_push_flood.)"""
     import asyncio
-    import json
 
     import aiomqtt
 
     from agent.protocol.push import push_id
     from agent.remote.service import BUSY
+    from backend.operator import read_status
 
     rg = gateway
     slow = rg.sign(rg.toml(devices={"plc1": rg.plc_ports[0], "plc9": rg.plc_ports[1]}), version=60)
     rg.toml()
-    burst = [_bad_signature(rg) for _ in range(16)]
+    burst = [_older_version(rg) for _ in range(16)]
     rg.toml()
     pushes = {push_id(p) for p in [slow, *burst]}
     topic = f"mine/{rg.gw.id}/config"
@@ -302,7 +312,9 @@ def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
                 await client.publish(topic, payload, qos=1)
             async with asyncio.timeout(60):
                 async for message in client.messages:
-                    status = json.loads(message.payload)  # type: ignore[arg-type]
+                    status = read_status(message.payload, key=rg.gateway_key)
+                    assert status is not None, message.payload
+                    assert status["verified"], status
                     if status.get("push") in pushes and status["state"] in ("rejected", "applied", "rolled_back"):
                         finals[status["push"]] = status
                         if len(finals) == len(pushes):
@@ -316,3 +328,45 @@ def test_a_flood_of_pushes_gets_a_status_each(gateway: RemoteGateway) -> None:
     busy = [p for p, s in finals.items() if s["reasons"] == [BUSY]]
     assert busy, "the burst never filled the queue: this test proved nothing"
     assert finals[push_id(slow)]["state"] == "rolled_back"
+
+
+FORGERIES: dict[str, Callable[[int], bytes]] = {
+    "not msgpack": lambda i: b"forged-%d" % i,
+    "wrong shape": lambda i: msgpack.packb({"toml": "x", "version": i}),
+    "no signature": lambda i: msgpack.packb([1, msgpack.packb({"gw": "gw-test", "version": i}), b""],
+                                             use_bin_type=True),
+    "bad signature": lambda i: msgpack.packb([1, msgpack.packb({"alg": "ed25519", "kid": "k", "n": i}),
+                                              bytes(64)], use_bin_type=True),
+}
+
+
+def test_forged_pushes_write_nothing_and_keep_genuine_outcomes(gateway: RemoteGateway) -> None:
+    """More forged pushes than the history holds: history.json is not rewritten, and a genuine push delivered
+    again afterwards still gets its recorded outcome (not "already handled")."""
+    import asyncio
+
+    import aiomqtt
+
+    from agent.protocol.push import push_id
+
+    rg = gateway
+    genuine = _older_version(rg)
+    rg.toml()
+    first = rg.push(genuine)
+    assert first["state"] == "rejected"
+    history = rg.history_file.read_bytes()
+    mtime = rg.history_file.stat().st_mtime_ns
+    forged = [make(i) for i in range(80) for make in FORGERIES.values()]  # 320 > the 200 kept
+    assert len({push_id(p) for p in forged}) == len(forged)
+
+    async def send() -> None:
+        async with aiomqtt.Client("127.0.0.1", rg.broker.port) as client:
+            for payload in forged:
+                await client.publish(f"mine/{rg.gw.id}/config", payload, qos=1)
+
+    asyncio.run(send())
+    again = rg.push(genuine, wait_s=30.0)  # handled after every forgery: one channel, in order
+
+    assert (again["repeat"], again["state"], again["reasons"]) == (True, "rejected", first["reasons"])
+    assert rg.history_file.read_bytes() == history
+    assert rg.history_file.stat().st_mtime_ns == mtime
