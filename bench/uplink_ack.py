@@ -59,7 +59,7 @@ async def whole_path(tmp: Path, batches: int, points: int) -> tuple[float, float
     """(µs CPU of this process per acknowledged batch, seconds, ack messages) for ``batches`` batches."""
     gateway = generate_key(tmp / "gw")
     archive = generate_key(tmp / "archive", "archive")
-    (tmp / "trust.pub").write_text(gateway.public_text + "\n")
+    (tmp / "trust.pub").write_text(f"{GW} {gateway.public_text}\n")  # the receiver's key registry format
     (tmp / "archive.keys").write_text(archive.public_text + "\n")
     queue = AsyncDiskQueue(tmp / "buffer.sqlite", max_bytes=8 << 30, frame_tags=wire.frame_tags, sync="normal",
                            min_free_bytes=0)
@@ -86,7 +86,9 @@ async def whole_path(tmp: Path, batches: int, points: int) -> tuple[float, float
                             GW, queue)
         cpu0, t0 = time.process_time(), time.monotonic()
         task = asyncio.create_task(uplink.run())
-        while uplink.stats.acked < batches:  # noqa: ASYNC110 - a counter of the uplink task
+        while uplink.stats.acked < batches:  # a counter of the uplink task; the receiver is watched too
+            if receiver.poll() is not None:
+                raise SystemExit(f"the receiver exited with status {receiver.returncode}; run it by hand to see why")
             await asyncio.sleep(0.01)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
         task.cancel()
