@@ -52,6 +52,13 @@ ALARM_KINDS = ("high_high", "high", "low", "low_low", "rate", "stuck", "bad_qual
 _LOGGED_EVENTS = 5  # events named in the log line; the rest are counted (all of them are in the batch)
 RAISED = "raised"
 CLEARED = "cleared"
+RESET = "reset"
+"""The state of an alarm row saying the gateway starts (or stops) watching that alarm with no memory of its
+state: at every start of the agent, and when a reload changes or removes a tag's rules. Alarm state lives in
+memory only, so without it a receiver could not tell an alarm raised before a restart and never cleared from
+one still active (docs/protocol.md §3.2, alarm state across restarts). Rejected: keeping the state on disk,
+which would have to be written in the same transaction as the batch carrying the rows, or a restart would
+resurrect or lose transitions."""
 
 Emit = Callable[[str, int, str, str, Any, float], None]
 """emit(tag, ts_ms, alarm, state, value, limit)"""
@@ -253,6 +260,17 @@ class TagAlarms:
                 best = d
         return best
 
+    def watched(self) -> list[tuple[str, float]]:
+        """Each alarm these rules watch, with its limit as alarm rows report it."""
+        out = [(a.kind, a.limit) for a in self.thresholds]
+        if self.rate is not None:
+            out.append(("rate", self.rate.limit))
+        if self.stuck_ms is not None:
+            out.append(("stuck", self.stuck_band))
+        if self.bad_ms is not None:
+            out.append(("bad_quality", self.bad_ms / 1000))
+        return out
+
     def active(self) -> list[str]:
         """The alarms active now, for the status page."""
         out = [a.kind for a in self.thresholds if a.active]
@@ -281,6 +299,7 @@ class AlarmEngine:
         self.rows: list[list[Any]] = []
         self.raised = 0
         self.cleared = 0
+        self.resets = 0
         self._heap: list[tuple[int, int, TagAlarms]] = []
         self._ids = itertools.count()
         for alarms in self.by_tag.values():
@@ -290,8 +309,17 @@ class AlarmEngine:
         self.rows.append([tag, ts, alarm, state, value, limit, int(self.clock.time() * 1000)])
         if state == RAISED:
             self.raised += 1
-        else:
+        elif state == CLEARED:
             self.cleared += 1
+        else:
+            self.resets += 1
+
+    def reset(self, watched: Iterable[tuple[str, str, float]], now_ms: int) -> None:
+        """A ``reset`` row for every ``(tag, alarm, limit)`` given: the gateway starts watching it afresh (at
+        start, or its rules changed or went away in a reload), so whatever a receiver last saw of it no longer
+        holds."""
+        for tag, kind, limit in watched:
+            self.emit(tag, now_ms, kind, RESET, None, limit)
 
     def observe(self, alarms: TagAlarms, ts: int, value: Any, quality: int) -> None:
         """A sample of a tag with rules (the pipeline's hot loop calls this; :meth:`wake` after the burst)."""
@@ -327,7 +355,8 @@ class AlarmEngine:
         rows, self.rows = self.rows, []
         if rows:
             raised = sum(1 for r in rows if r[3] == RAISED)
-            log.warning("alarm_events", raised=raised, cleared=len(rows) - raised,
+            resets = sum(1 for r in rows if r[3] == RESET)
+            log.warning("alarm_events", raised=raised, cleared=len(rows) - raised - resets, resets=resets,
                         events=[f"{r[0]} {r[2]} {r[3]}" for r in rows[:_LOGGED_EVENTS]],
                         more=max(0, len(rows) - _LOGGED_EVENTS))
         return rows

@@ -167,12 +167,23 @@ class Pipeline:
         now_ms = int(clock.time() * 1000)
         p = config.pipeline
         kept = previous.alarms.by_tag if previous is not None else {}
-        alarms = []
+        alarms, started = [], []
         for rule in config.alarms:
             fresh = TagAlarms(rule.tag, now_ms=now_ms, **rule.model_dump(exclude={"tag"}))
             old = kept.get(rule.tag)
-            alarms.append(old if old is not None and old.settings == fresh.settings else fresh)
-        return cls(
+            if old is not None and old.settings == fresh.settings:
+                alarms.append(old)
+            else:
+                alarms.append(fresh)
+                started.append(fresh)
+        # Every alarm watched afresh is reset; so is one a reload stopped watching (its rule changed or went).
+        reset = {(a.tag, kind): limit for a in started for kind, limit in a.watched()}
+        configured = {a.tag: a for a in alarms}
+        for tag, old_alarms in kept.items():
+            if configured.get(tag) is not old_alarms:
+                for kind, limit in old_alarms.watched():
+                    reset.setdefault((tag, kind), limit)
+        pipeline = cls(
             window_s=p.window_s,
             raw_tags=raw_tag_names(config),
             late_grace_s=p.late_grace_s,
@@ -185,6 +196,8 @@ class Pipeline:
             statistics_quality=Quality.UNCERTAIN if p.statistics_quality == "good_and_uncertain" else Quality.GOOD,
             on_alarm=on_alarm,
         )
+        pipeline.alarms.reset([(tag, kind, limit) for (tag, kind), limit in sorted(reset.items())], now_ms)
+        return pipeline
 
     def _hook(self, tag: str) -> _Hooks:
         hook = self._hooks.get(tag)

@@ -98,7 +98,22 @@ high = 500.0
     pipeline.ingest([Sample("gas1.flow", now, 150.0)])
 
     assert [(r[0], r[2], r[3], r[4]) for r in pipeline.take_alarms().alarm] == [
-        ("calc.flow-m3h", "high", "raised", 540.0)]
+        ("calc.flow-m3h", "high", "reset", None), ("calc.flow-m3h", "high", "raised", 540.0)]
+
+
+def test_a_reload_that_removes_a_rule_resets_its_alarms() -> None:
+    """An alarm the gateway stops watching is reset: a receiver must not keep it raised for ever."""
+    two = '[[alarms]]\ntag = "gas1.ch4"\nhigh = 1.0\n[[alarms]]\ntag = "gas1.flow"\nhigh = 10.0\nlow = 1.0\n'
+    one = '[[alarms]]\ntag = "gas1.ch4"\nhigh = 1.0\n'
+    clock = FakeClock()
+    before = Pipeline.from_config(parse_config(BASE + two), clock=clock)
+    assert sorted((r[0], r[2], r[3]) for r in before.take_alarms().alarm) == [
+        ("gas1.ch4", "high", "reset"), ("gas1.flow", "high", "reset"), ("gas1.flow", "low", "reset")]
+
+    after = Pipeline.from_config(parse_config(BASE + one), clock=clock, previous=before)
+
+    assert sorted((r[0], r[2], r[3], r[5]) for r in after.take_alarms().alarm) == [
+        ("gas1.flow", "high", "reset", 10.0), ("gas1.flow", "low", "reset", 1.0)]
 
 
 def test_reload_keeps_the_state_of_unchanged_alarm_rules() -> None:
@@ -113,4 +128,5 @@ def test_reload_keeps_the_state_of_unchanged_alarm_rules() -> None:
     after = Pipeline.from_config(parse_config(BASE + rules.format(flow_high=11.0)), clock=clock, previous=before)
     after.ingest([Sample("gas1.ch4", now + 1000, 1.3), Sample("gas1.flow", now + 1000, 12.5)])
 
-    assert [(r[0], r[3]) for r in after.take_alarms().alarm] == [("gas1.flow", "raised")]
+    # The unchanged rule keeps its state (no row); the changed one is reset, then raised afresh.
+    assert [(r[0], r[3]) for r in after.take_alarms().alarm] == [("gas1.flow", "reset"), ("gas1.flow", "raised")]

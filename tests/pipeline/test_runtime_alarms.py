@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from agent.core.clock import FakeClock
 from agent.core.sample import Quality, Sample
@@ -52,13 +53,20 @@ tag = "gas1.ch4"
 """
 
 
-async def _alarm_batches(agent: Agent, within_s: float) -> list[bytes]:
+async def _alarm_rows(agent: Agent, trust: TrustStore, *, until: str, within_s: float) -> list[list[Any]]:
+    """The alarm rows of every alarm batch in the buffer, oldest first, once one of them is in state ``until``
+    (the agent's start puts a ``reset`` row per watched alarm ahead of anything else)."""
     async with asyncio.timeout(within_s):
         while True:
-            batches = await agent.queue.peek(10, kinds=["alarm"])
-            if batches:
-                return [b.frame for b in batches]
+            rows = await _stored_alarm_rows(agent, trust)
+            if any(r[3] == until for r in rows):
+                return rows
             await asyncio.sleep(0.02)
+
+
+async def _stored_alarm_rows(agent: Agent, trust: TrustStore) -> list[list[Any]]:
+    batches = await agent.queue.peek(10, kinds=["alarm"])
+    return [r for b in batches for r in wire.decode_body(wire.verify_frame(b.frame, trust)).tables["alarm"].rows]
 
 
 async def _running(tmp_path: Path, alarm: str, clock: FakeClock) -> tuple[Agent, asyncio.Task[None], TrustStore]:
@@ -88,13 +96,11 @@ async def test_alarm_is_stored_without_waiting_for_the_flush_tick(tmp_path: Path
         now = int(clock.time() * 1000)
         agent._sink([Sample("gas1.ch4", now, 1.3, Quality.GOOD)])
 
-        frames = await _alarm_batches(agent, within_s=30)
+        rows = await _alarm_rows(agent, trust, until="raised", within_s=30)
     finally:
         await _stop(agent, task)
 
-    batch = wire.verify_frame(frames[0], trust)
-    rows = wire.decode_body(batch).tables["alarm"].rows
-    assert (batch.kind, [r[:4] for r in rows]) == ("alarm", [["gas1.ch4", now, "high", "raised"]])
+    assert [r[:4] for r in rows] == [["gas1.ch4", now, "high", "reset"], ["gas1.ch4", now, "high", "raised"]]
 
 
 async def test_timer_path_raises_when_the_device_is_silent(tmp_path: Path) -> None:
@@ -104,12 +110,12 @@ async def test_timer_path_raises_when_the_device_is_silent(tmp_path: Path) -> No
     try:
         start = int(clock.time() * 1000)
         await clock.advance(4.0)
-        assert await agent.queue.peek(10, kinds=["alarm"]) == []
+        assert all(r[3] == "reset" for r in await _stored_alarm_rows(agent, trust))
         await clock.advance(1.5)
 
-        frames = await _alarm_batches(agent, within_s=30)
+        rows = await _alarm_rows(agent, trust, until="raised", within_s=30)
     finally:
         await _stop(agent, task)
 
-    rows = wire.decode_body(wire.verify_frame(frames[0], trust)).tables["alarm"].rows
-    assert [r[:4] for r in rows] == [["gas1.ch4", start + 5_000, "bad_quality", "raised"]]
+    assert [r[:4] for r in rows] == [["gas1.ch4", start, "bad_quality", "reset"],
+                                     ["gas1.ch4", start + 5_000, "bad_quality", "raised"]]
