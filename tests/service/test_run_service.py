@@ -203,6 +203,9 @@ async def test_stop_during_a_slow_buffer_append_loses_no_rows(tmp_path: Path, si
         await notify_receiver.wait_for("WATCHDOG=1")
         assert agent.batcher is not None
         assert agent.pipeline is not None
+        async with asyncio.timeout(30):
+            while agent.batcher.cat == 0:  # noqa: ASYNC110 - the start's catalogue batch is stored first
+                await asyncio.sleep(0.02)  # (stalled before it, the first flush holds no rows and never ends)
         queue = agent.queue
         queue.stall()
         async with asyncio.timeout(30):
