@@ -68,7 +68,7 @@ async def whole_path(tmp: Path, batches: int, points: int) -> tuple[float, float
     now = int(time.time() * 1000)
     tags = [f"plc1.t{i}" for i in range(10)]
     for seq in range(1, batches + 1):
-        rows = [[i % 10, now + i, float(i % 97), 0] for i in range(points)]
+        rows = [[i % 10, i, float(i % 97), 0] for i in range(points)]  # ts: ms after t0
         body = wire.encode_body(tags, {"raw": wire.Table(cols=["tag", "ts", "value", "q"], rows=rows)}, now)
         b = wire.encode_frame(gateway, gw=GW, seq=seq, prev=prev, created=now, t0=now, t1=now + points,
                               kind="data", enc="zstd", body=body)
@@ -89,6 +89,9 @@ async def whole_path(tmp: Path, batches: int, points: int) -> tuple[float, float
         while uplink.stats.acked < batches:  # a counter of the uplink task; the receiver is watched too
             if receiver.poll() is not None:
                 raise SystemExit(f"the receiver exited with status {receiver.returncode}; run it by hand to see why")
+            if time.monotonic() - t0 > 300:
+                raise SystemExit(f"{uplink.stats.acked} of {batches} batches acknowledged in 300 s: the receiver "
+                                 f"refused the others (mine-backend receive --db {tmp / 'receiver.sqlite'} --report)")
             await asyncio.sleep(0.01)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
         task.cancel()
