@@ -3,8 +3,6 @@ data instead, says so, and a start after an unclean stop knows where collection 
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from buffer import ROW_OVERHEAD, DiskQueue, QueuedBatch, fit_limits
 from buffer._disk_queue import RECORD_TAGS
 from tests.buffer.frames import ChainMaker
 from tests.buffer.test_crash import run_and_kill
+from tests.peers.tmpfs import tmpfs
 
 MIB = 1 << 20
 PLENTY = 1 << 40
@@ -197,18 +196,8 @@ def test_fit_limits_clamps_watermark_and_cap_to_the_file_system() -> None:
 @pytest.fixture
 def fs20(tmp_path: Path) -> Iterator[Path]:
     """A real 20 MiB tmpfs (root only; skipped with the reason otherwise)."""
-    mnt = tmp_path / "fs20"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 20 MiB tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True,
-                          check=False, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "fs20", 20) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=30)
 
 
 def test_default_watermark_on_a_real_20_mib_file_system_keeps_batches_and_every_gap(fs20: Path) -> None:

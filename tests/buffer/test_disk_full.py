@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,25 +14,16 @@ from agent.core.errors import BufferStoreError
 from agent.protocol import wire
 from buffer import DiskQueue
 from tests.buffer.frames import ChainMaker
+from tests.peers.tmpfs import tmpfs
 
 MIB = 1 << 20
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A fresh 8 MiB tmpfs (``mount -t tmpfs -o size=8m``), unmounted afterwards."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True,
-                          check=False, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    """A fresh 8 MiB tmpfs, unmounted afterwards."""
+    with tmpfs(tmp_path / "fs", 8) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=30)
 
 
 def _fill_disk(directory: Path) -> Path:

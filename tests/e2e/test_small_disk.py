@@ -6,8 +6,6 @@ delivers."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 
@@ -17,6 +15,7 @@ from agent.demo.localbroker import Mosquitto
 from agent.demo.simulator import SimulatedPlc
 from tests.e2e.harness import Gateway, Process, agent_process, log_events, modbus_device, receiver_report, wait_until
 from tests.e2e.test_spine import TAGS, plc, receiver  # noqa: F401 - fixtures
+from tests.peers.tmpfs import tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +24,8 @@ pytestmark = pytest.mark.slow
 def small_state(receiver: tuple[Gateway, Process]) -> Iterator[Gateway]:  # noqa: F811 - fixture
     """The gateway's state directory on a fresh 20 MiB tmpfs (root only; skipped with the reason otherwise)."""
     gw, _ = receiver
-    gw.state.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 20 MiB tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(gw.state)], capture_output=True,
-                          check=False, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(gw.state, 20):
         yield gw
-    finally:
-        subprocess.run(["umount", "-l", str(gw.state)], check=False, timeout=30)
 
 
 def test_default_limits_on_a_20_mib_state_directory_are_clamped_and_batches_arrive(
